@@ -1,0 +1,74 @@
+# t2igan — every user-facing command. `make help` lists them.
+# The first command you run creates .venv and installs everything (idempotent).
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+GPU     ?= 0
+
+DATASET ?= shapes
+PROFILE ?= course
+RUN_DIR ?=
+ARGS    ?=
+TEXT    ?= a small red circle in the top left
+N       ?= 8
+SEED    ?= 0
+REAL    ?=
+FAKE    ?=
+
+CHAPTER_1 := 01_gan_int_cls
+
+COMMON = --dataset=$(DATASET) --profile=$(PROFILE) $(if $(RUN_DIR),--run_dir=$(RUN_DIR))
+
+.PHONY: help install test tensorboard clean \
+        chapter1-pretrain chapter1-train chapter1-sample chapter1-eval chapter1-check
+
+help:
+	@echo "make chapter1-train   [DATASET=shapes|shapes-pairs|birds|flowers|coco|<folder>] [PROFILE=course|smoke|paper] [RUN_DIR=...] [ARGS=...]"
+	@echo "make chapter1-pretrain  (text encoder only; chapter1-train runs it when needed)"
+	@echo "make chapter1-sample  TEXT=\"a small red circle in the top left\" [N=8] [SEED=0]"
+	@echo "make chapter1-eval    (oracle accuracy + oracle FID on shapes)"
+	@echo "make chapter1-check   (this chapter's tests)"
+	@echo "make tensorboard      (TensorBoard on runs/)"
+	@echo "make test             (every test; < 10 min on 2 CPU cores)"
+	@echo "make install [GPU=1]  (GPU=1: tensorflow[and-cuda])"
+
+# ---------------------------------------------------------------- environment
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "t2igan needs Python >= 3.11; set PYTHON=python3.11 (or newer).")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed
+ifeq ($(GPU),1)
+	$(PY) -m pip install --quiet "tensorflow[and-cuda]==2.21.*"
+endif
+
+# ---------------------------------------------------------------- chapter 1: GAN-INT-CLS
+chapter1-pretrain: install
+	$(PY) -m chapters.$(CHAPTER_1) pretrain $(COMMON) $(ARGS)
+
+chapter1-train: install
+	$(PY) -m chapters.$(CHAPTER_1) train $(COMMON) $(ARGS)
+
+chapter1-sample: install
+	$(PY) -m chapters.$(CHAPTER_1) sample $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(ARGS)
+
+chapter1-eval: install
+	$(PY) -m chapters.$(CHAPTER_1) eval $(COMMON) --sample_seed=$(SEED) $(ARGS)
+
+chapter1-check: install
+	$(PY) -m pytest -q tests/test_chapter01.py
+
+# ---------------------------------------------------------------- everything else
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir runs --samples_per_plugin images=200 --host 127.0.0.1
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf runs

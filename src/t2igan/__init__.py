@@ -1,0 +1,3 @@
+"""t2igan: reference Keras 3 / TensorFlow implementations of text-to-image GANs."""
+
+__version__ = "0.1.0"

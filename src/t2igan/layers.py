@@ -1,0 +1,31 @@
+"""Small reusable pieces: PyTorch/Torch-compatible initialisers and per-example losses."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+
+def normal_init(stddev: float = 0.02):
+    """N(0, 0.02): the DCGAN-style init used by Reed's and StackGAN-v1's convolutions."""
+    return keras.initializers.RandomNormal(0.0, stddev)
+
+
+def torch_linear(units: int, fan_in: int, use_bias: bool = True, **kwargs) -> layers.Dense:
+    """``Dense`` initialised like ``torch.nn.Linear``: weight and bias U(±1/√fan_in)."""
+    return layers.Dense(
+        units,
+        use_bias=use_bias,
+        kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+        bias_initializer=keras.initializers.RandomUniform(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in)),
+        **kwargs,
+    )
+
+
+def bce_with_logits(logits, label: float):
+    """Per-example binary cross-entropy against a constant 0/1 label (shape (B,))."""
+    logits = tf.cast(logits, tf.float32)
+    return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), float(label)), logits=logits)

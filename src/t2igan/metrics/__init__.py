@@ -1,0 +1,1 @@
+"""Evaluation metrics (Fréchet distance, oracle accuracy)."""

@@ -1,0 +1,48 @@
+"""Image grids and PNG output shared by the sampler, the callbacks and evaluation."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats → uint8 RGB (the round trip every saved sample goes through)."""
+    return np.clip(np.rint((np.asarray(images, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, padding: int = 2, background: int = 255) -> np.ndarray:
+    """(rows, cols, H, W, 3) or (N, H, W, 3) images in [-1, 1] → one uint8 grid image."""
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[None]
+    if images.ndim != 5 or images.shape[-1] != 3:
+        raise ValueError(f"Expected images of shape (rows, cols, H, W, 3) or (N, H, W, 3); got {images.shape}.")
+    rows, cols, height, width, _ = images.shape
+    grid = np.full((rows * (height + padding) + padding, cols * (width + padding) + padding, 3), background, np.uint8)
+    pixels = to_uint8(images)
+    for r in range(rows):
+        for c in range(cols):
+            top, left = padding + r * (height + padding), padding + c * (width + padding)
+            grid[top : top + height, left : left + width] = pixels[r, c]
+    return grid
+
+
+def save_png(image: np.ndarray, path: str, scale: int = 1) -> str:
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    picture = Image.fromarray(image)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    picture.save(path)
+    return path
+
+
+def interpolation_weights(steps: int) -> np.ndarray:
+    """β values from 0 to 1 for caption interpolation (GAN-INT's use case)."""
+    if steps < 2:
+        raise ValueError(f"Interpolation needs at least 2 steps, got {steps}.")
+    return np.linspace(0.0, 1.0, steps, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Training harness shared by every chapter."""

@@ -1,0 +1,156 @@
+"""The run folder: resolved config, checkpoints with automatic resume, metrics.json.
+
+Layout of ``RUN_DIR``::
+
+    config.json        the resolved configuration (chapter, data set, profile, every setting)
+    checkpoints/       tf.train.Checkpoint files: networks, optimizers, EMA, epoch
+    text_encoder/      the pretrained text encoder, its vocabulary / alphabet, caption embeddings
+    logs/              TensorBoard event files
+    samples/           PNG sample grids, one per epoch
+    metrics.json       training summary and evaluation results
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+
+class RunDirectory:
+    def __init__(self, path: str, chapter: str):
+        self.path = path
+        self.chapter = chapter
+        self.checkpoints = os.path.join(path, "checkpoints")
+        self.text_encoder = os.path.join(path, "text_encoder")
+        self.logs = os.path.join(path, "logs")
+        self.samples = os.path.join(path, "samples")
+        self.config_path = os.path.join(path, "config.json")
+        self.metrics_path = os.path.join(path, "metrics.json")
+
+    def create(self) -> None:
+        for folder in (self.path, self.checkpoints, self.text_encoder, self.logs, self.samples):
+            os.makedirs(folder, exist_ok=True)
+
+    def existing_config(self) -> dict[str, Any] | None:
+        if not os.path.exists(self.config_path):
+            return None
+        try:
+            with open(self.config_path, encoding="utf-8") as file:
+                return json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{self.config_path} is not valid JSON ({error}); fix or delete it.") from error
+
+    def check_owner(self) -> dict[str, Any] | None:
+        """Refuse a run folder written by another chapter or for another data set."""
+        config = self.existing_config()
+        if config is not None and config.get("chapter") != self.chapter:
+            raise ValueError(
+                f"The run folder {self.path} belongs to {config.get('chapter')!r}, not {self.chapter!r}. "
+                "Choose another RUN_DIR (or delete that folder to start over)."
+            )
+        return config
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        previous = self.check_owner()
+        if previous is not None:
+            for key in ("dataset", "image_size", "profile"):
+                if key in previous and previous[key] != config.get(key):
+                    raise ValueError(
+                        f"The run folder {self.path} was created with {key}={previous[key]!r}, "
+                        f"this run asks for {key}={config.get(key)!r}. Use another RUN_DIR to start a new run."
+                    )
+        self.create()
+        _write_json_atomic(self.config_path, {**config, "chapter": self.chapter})
+
+    def update_metrics(self, section: str, values: dict[str, Any]) -> None:
+        metrics = {}
+        if os.path.exists(self.metrics_path):
+            with open(self.metrics_path, encoding="utf-8") as file:
+                metrics = json.load(file)
+        metrics[section] = values
+        _write_json_atomic(self.metrics_path, metrics)
+
+
+def _write_json_atomic(path: str, data: Any) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(data, file, indent=2, sort_keys=True, default=_json_default)
+    os.replace(temporary, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN or infinite values; the last good checkpoint was kept."""
+
+
+def all_finite(variables) -> bool:
+    for variable in variables:
+        values = np.asarray(variable.numpy())
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+            return False
+    return True
+
+
+class Checkpointer:
+    """``tf.train.CheckpointManager`` that never writes non-finite weights.
+
+    Saves are atomic (the manager updates its index only after the files are
+    complete), so a run killed at any moment — even with ``kill -9`` — resumes
+    from the last complete checkpoint.
+    """
+
+    def __init__(self, directory: str, max_to_keep: int = 3, **objects):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **objects)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
+        self.objects = objects
+
+    def restore(self) -> int:
+        """Restore the latest checkpoint if there is one; returns the epoch to continue from."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return 0
+        self.checkpoint.restore(latest).expect_partial()
+        epoch = int(self.epoch.numpy())
+        logging.info("Resuming from %s (epoch %d).", latest, epoch)
+        return epoch
+
+    def save(self, epoch: int, variables) -> str:
+        if not all_finite(variables):
+            raise NonFiniteLossError(
+                f"Weights became NaN/inf at epoch {epoch}; not saving. The last good checkpoint "
+                f"({self.manager.latest_checkpoint}) is kept. Lower the learning rate or check the data."
+            )
+        self.epoch.assign(epoch)
+        return self.manager.save(checkpoint_number=epoch)
+
+
+class Timer:
+    def __init__(self):
+        self.started = time.time()
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+
+def is_finite_number(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True

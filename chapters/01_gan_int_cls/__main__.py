@@ -88,6 +88,7 @@ def _class_ids(examples):
 def pretrain(strategy=None, run=None, config=None, index=None):
     """Train φ(t) with DS-SJE, then embed every caption once (Reed precomputes them too)."""
     import keras
+    import tensorflow as tf
 
     from t2igan.data.pipeline import make_dataset
     from t2igan.text import Vocabulary
@@ -115,9 +116,15 @@ def pretrain(strategy=None, run=None, config=None, index=None):
         text_encoder = _text_encoder(config)
         image_encoder = model.ImageEncoder(config["text_dim"], config["image_encoder_widths"])
         joint = model.JointEmbedding(text_encoder, image_encoder)
+        # Build eagerly inside the scope: lazy building inside a replica fails under tf.distribute.
+        size = config["image_size"]
+        image_encoder(tf.zeros((1, size, size, 3)))
+        text_encoder(tf.zeros((1, codec.doc_length), tf.int32))
+        joint.built = True
         schedule = keras.optimizers.schedules.ExponentialDecay(
             config["pretrain_learning_rate"], steps, config["pretrain_learning_rate_decay"], staircase=True)
         joint.compile(optimizer=keras.optimizers.RMSprop(schedule))
+        joint.optimizer.build(joint.trainable_variables)
     logging.info("Pretraining the char-CNN-RNN text encoder (DS-SJE): %d epochs × %d steps.", config["pretrain_epochs"], steps)
     history = joint.fit(dataset, epochs=config["pretrain_epochs"], steps_per_epoch=steps, validation_data=validation,
                         callbacks=[keras.callbacks.TensorBoard(os.path.join(run.logs, "pretrain"), write_graph=False)],
@@ -189,7 +196,7 @@ def train():
     strategy, run, config = _setup(for_training=True)
     timer = Timer()
     index = app.load_data(config)
-    if index.missing:
+    if any(index.missing.values()):
         print("Missing images (listed in the split files, not found, skipped): "
               + ", ".join(f"{split} {count}" for split, count in index.missing.items()))
     if not os.path.exists(os.path.join(run.text_encoder, "complete.json")):

@@ -1,0 +1,1 @@
+"""Data sets: loaders, the built-in shapes generator and tf.data pipelines."""

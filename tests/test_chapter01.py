@@ -1,0 +1,232 @@
+"""Chapter 1 (GAN-INT-CLS): parameter counts, the losses, and every entry point end to end."""
+
+import glob
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, run_chapter
+
+model = importlib.import_module("chapters.01_gan_int_cls.model")
+profiles = importlib.import_module("chapters.01_gan_int_cls.profiles")
+CHAPTER = "01_gan_int_cls"
+
+
+def trainable(network):
+    return sum(int(np.prod(v.shape)) for v in network.trainable_variables)
+
+
+def non_trainable(network):
+    return sum(int(np.prod(v.shape)) for v in network.non_trainable_variables)
+
+
+def test_paper_parameter_counts_match_the_official_code():
+    """Reference sheet §3.6: G 18,905,472 / D 4,030,080 without the conv biases Reed zeroes
+    before every step (18,909,699 / 4,032,321 with them); BN running stats excluded
+    (Keras lists them as non-trainable: G 8,448, D 4,608). Text encoder: 4,045,184."""
+    paper = profiles.PROFILES["paper"]
+    for conv_bias, (g_count, d_count) in {False: (18_905_472, 4_030_080), True: (18_909_699, 4_032_321)}.items():
+        generator = model.Generator(paper["text_dim"], paper["noise_dim"], paper["projection_dim"],
+                                    paper["generator_width"], paper["image_size"], conv_bias)
+        discriminator = model.Discriminator(paper["text_dim"], paper["projection_dim"], paper["discriminator_width"],
+                                            paper["image_size"], conv_bias)
+        generator([tf.zeros((1, 100)), tf.zeros((1, 1024))])
+        discriminator([tf.zeros((2, 64, 64, 3)), tf.zeros((2, 1024))])
+        assert trainable(generator) == g_count and trainable(discriminator) == d_count
+        assert non_trainable(generator) == 8_448 and non_trainable(discriminator) == 4_608
+    encoder = model.CharCnnRnn(conv_widths=paper["text_conv_widths"], rnn_width=paper["text_rnn_width"],
+                               embedding_dim=paper["text_dim"])
+    assert encoder(tf.zeros((1, paper["doc_length"]), tf.int32)).shape == (1, 1024)
+    assert trainable(encoder) == 4_045_184
+
+
+def test_ds_sje_loss_matches_a_direct_computation():
+    rng = np.random.default_rng(0)
+    images, texts = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    classes = np.array([0, 1, 1, 2])
+    expected = np.zeros(4)
+    for i in range(4):
+        for j in range(4):
+            if classes[i] == classes[j]:
+                continue
+            expected[i] += max(0.0, 1 + images[i] @ texts[j] - images[i] @ texts[i])  # image i vs wrong text j
+            expected[j] += max(0.0, 1 + images[i] @ texts[j] - images[j] @ texts[j])  # text j vs wrong image i
+    got = model.ds_sje_loss(tf.constant(images), tf.constant(texts), tf.constant(classes)).numpy()
+    np.testing.assert_allclose(got, expected / 4, rtol=1e-6)
+
+
+def test_discriminator_loss_weights_follow_the_official_code():
+    """L_D = BCE(real,1) + 0.5·BCE(wrong,0) + 0.5·BCE(fake,0); checked through a D that outputs known logits."""
+
+    class FixedDiscriminator(tf.keras.Model):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(), initializer="ones")  # stays 1: the optimizers' rate is 0
+
+        def call(self, inputs, training=False):
+            images, _ = inputs
+            return self.scale * tf.reduce_mean(images, axis=[1, 2, 3])  # the logit is the image's mean value
+
+    generator = model.Generator(8, 4, 4, 4, 32)
+    generator([tf.zeros((1, 4)), tf.zeros((1, 8))])
+    discriminator = FixedDiscriminator()
+    discriminator([tf.zeros((1, 32, 32, 3)), tf.zeros((1, 8))])
+    gan = model.GanIntCls(generator, discriminator)
+    gan.compile(tf.keras.optimizers.SGD(0.0), tf.keras.optimizers.SGD(0.0))
+    real, wrong = np.full((2, 32, 32, 3), 0.3, np.float32), np.full((2, 32, 32, 3), -0.2, np.float32)
+    batch = {"image": real, "wrong_image": wrong, "text_embedding": np.zeros((2, 8), np.float32),
+             "wrong_text_embedding": np.ones((2, 8), np.float32), "noise": np.zeros((2, 3, 4), np.float32)}
+    logs = gan.train_step(batch)
+    fake_logit = float(tf.reduce_mean(generator([tf.zeros((2, 4)), tf.zeros((2, 8))], training=True)))
+    softplus = lambda x: np.log1p(np.exp(x))
+    expected = softplus(-0.3) + 0.5 * softplus(-0.2) + 0.5 * softplus(fake_logit)
+    assert float(logs["d_loss"]) == pytest.approx(expected, rel=1e-4)
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("chapter01")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(workspace):
+    run_dir = workspace / "run"
+    result = run_chapter(CHAPTER, "train", "--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def common(workspace, run_dir):
+    return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}"]
+
+
+def test_smoke_training_writes_a_complete_run_folder(smoke_run):
+    config = json.loads((smoke_run / "config.json").read_text())
+    assert config["chapter"] == CHAPTER and config["dataset"] == "shapes" and config["profile"] == "smoke"
+    assert (smoke_run / "text_encoder" / "complete.json").exists()
+    assert tf.train.latest_checkpoint(str(smoke_run / "checkpoints")).endswith("ckpt-2")
+    assert sorted(os.listdir(smoke_run / "samples"))[:2] == ["epoch_0001.png", "epoch_0002.png"]
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 4 and "d_loss" in metrics["train"]["final"]
+
+
+def test_tensorboard_has_scalars_sample_grid_and_captions(smoke_run):
+    tags = set()
+    for path in glob.glob(str(smoke_run / "logs" / "train" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    for tag in ("loss/discriminator", "loss/generator", "score/real_wrong", "learning_rate/generator",
+                "samples/fixed_captions", "samples/captions"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+
+
+def test_sample_writes_a_grid_and_lists_unknown_words(smoke_run, workspace):
+    result = run_chapter(CHAPTER, "sample", *common(workspace, smoke_run), "--text=a small red circle near the zorbly top",
+                         "--n=3", f"--output={workspace / 'grid.png'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "zorbly" in result.stdout and str(workspace / "grid.png") in result.stdout
+    assert (workspace / "grid.png").stat().st_size > 0
+    interpolation = run_chapter(CHAPTER, "sample", *common(workspace, smoke_run), "--text=a red circle",
+                                "--interpolate_to=a blue square", "--n=2", f"--output={workspace / 'int.png'}")
+    assert interpolation.returncode == 0 and (workspace / "int.png").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("qwxz blorf", "None of the words"),
+    (" ".join(["circle"] * 1000), "at most"),
+])
+def test_sample_refuses_bad_captions(smoke_run, workspace, text, message):
+    result = run_chapter(CHAPTER, "sample", *common(workspace, smoke_run), f"--text={text}")
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_reports_oracle_accuracy_with_its_protocol(smoke_run, workspace):
+    result = run_chapter(CHAPTER, "eval", *common(workspace, smoke_run))
+    assert result.returncode == 0, result.stderr[-2000:]
+    for text in ("Evaluation protocol", "generated_images", "oracle_accuracy/colour", "oracle_accuracy/shape", "oracle_fid"):
+        assert text in result.stdout
+    evaluation = json.loads((smoke_run / "metrics.json").read_text())["eval"]
+    assert evaluation["protocol"]["generated_images"] == 160  # 16 test images × 10 captions
+    assert 0.0 <= evaluation["results"]["oracle_accuracy/colour"] <= 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset=imagenet"], "Unknown data set"),
+    (["--profile=huge"], "profile"),
+    (["--n=abc"], "n"),
+    (["--set", "batch_size=big"], "expected a int"),
+    (["--set", "no_such_thing=1"], "no such setting"),
+])
+def test_bad_options_get_clear_errors(workspace, args, message):
+    result = run_chapter(CHAPTER, "train", "--profile=smoke", f"--run_dir={workspace / 'bad'}",
+                         f"--data_root={workspace / 'data'}", *args)
+    assert result.returncode != 0 and message.lower() in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_folder_and_run_folder_of_another_chapter(workspace):
+    missing = run_chapter(CHAPTER, "train", "--profile=smoke", "--dataset=birds", f"--data_dir={workspace / 'nowhere'}",
+                          f"--run_dir={workspace / 'birds-missing'}")
+    assert missing.returncode == 2 and "nowhere" in missing.stderr
+    foreign = workspace / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text(json.dumps({"chapter": "02_stackgan"}))
+    result = run_chapter(CHAPTER, "train", *common(workspace, foreign))
+    assert result.returncode == 2 and "belongs to '02_stackgan'" in result.stderr
+
+
+def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(smoke_run, workspace):
+    run_dir = workspace / "nan"
+    first = run_chapter(CHAPTER, "train", *common(workspace, run_dir), "--epochs=1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    # An absurd learning rate overflows the weights within a step or two.
+    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir), "--epochs=3", "--set", "learning_rate_discriminator=1e38",
+                         "--set", "learning_rate_generator=1e38")
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "last good checkpoint" in result.stderr
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-1")
+
+
+def test_killed_training_resumes_from_the_last_checkpoint(workspace):
+    run_dir = workspace / "killed"
+    args = [sys.executable, "-m", f"chapters.{CHAPTER}", "train", *common(workspace, run_dir), "--epochs=40"]
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+        if latest and int(latest.rsplit("-", 1)[1]) >= 3:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = int(tf.train.latest_checkpoint(str(run_dir / "checkpoints")).rsplit("-", 1)[1])
+    assert killed_at < 40
+    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir), "--epochs=40")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"(epoch {killed_at})" in result.stderr  # "Resuming from …/ckpt-k (epoch k)."
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-40")
+    steps = json.loads((run_dir / "metrics.json").read_text())["train"]["steps"]
+    assert steps == 40 * profiles.PROFILES["smoke"]["steps_per_epoch"]  # the optimizer step count carried over
+
+
+def test_birds_mini_trains_and_reports_missing_images(shared_data, workspace):
+    result = run_chapter(CHAPTER, "train", "--profile=smoke", "--dataset=birds", f"--data_dir={shared_data}/birds-mini",
+                         f"--run_dir={workspace / 'birds'}", f"--data_root={workspace / 'data'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Missing images" in result.stdout and "train 60" in result.stdout and "test 2724" in result.stdout
+
+
+def test_two_cpu_replicas_train_end_to_end(workspace):
+    result = run_chapter(CHAPTER, "train", *common(workspace, workspace / "replicas"), "--cpu_replicas=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s)" in result.stderr

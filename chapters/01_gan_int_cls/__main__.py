@@ -39,6 +39,8 @@ def _setup(for_training: bool):
     if for_training:
         config = app.resolve_config(_chapter("profiles").PROFILES, FLAGS.profile, FLAGS.dataset, FLAGS.set, FLAGS.epochs)
         config["seed"] = FLAGS.seed
+        # Where the data came from, so that sample/eval find it again without the flags.
+        config.update(data_dir=FLAGS.data_dir, metadata_dir=FLAGS.metadata_dir)
         run.write_config(config)
     else:
         config = run.check_owner()
@@ -78,6 +80,28 @@ def _images(index, config, split):
 
     load_size = load_size_for(config["image_size"], config["augment"])
     return build_image_array(index.split(split), load_size, index.crop_to_bbox, os.path.join(FLAGS.data_root, "cache"))
+
+
+def _fingerprint(index):
+    """Identifies the captions the stored embeddings belong to (a regenerated data set differs)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in ("train", "test"):
+        for example in index.split(split):
+            digest.update(example.key.encode() + b"\0" + "\n".join(example.captions).encode() + b"\1")
+    return digest.hexdigest()[:16]
+
+
+def _check_embeddings_match(run, index):
+    with open(os.path.join(run.text_encoder, "complete.json"), encoding="utf-8") as file:
+        stored = json.load(file).get("data_fingerprint")
+    if stored is None:
+        logging.warning("%s records no data fingerprint; cannot check that it matches the data set.", run.text_encoder)
+    elif stored != _fingerprint(index):
+        raise UserError(f"The data set's captions changed since the text encoder in {run.text_encoder} was trained, "
+                        "so its stored caption embeddings no longer match. Use a new RUN_DIR (or delete that "
+                        "text_encoder folder and the checkpoints to start over).")
 
 
 def _class_ids(examples):
@@ -135,9 +159,10 @@ def pretrain(strategy=None, run=None, config=None, index=None):
     for split, table in tables.items():
         np.save(os.path.join(run.text_encoder, f"embeddings-{split}.npy"), _embed(text_encoder, table))
     report = {key: float(values[-1]) for key, values in history.history.items()}
+    report["data_fingerprint"] = _fingerprint(index)
     with open(os.path.join(run.text_encoder, "complete.json"), "w", encoding="utf-8") as file:
         json.dump(report, file, indent=2)  # written last: its presence means the encoder is usable
-    run.update_metrics("pretrain", report)
+    run.update_metrics("pretrain", {k: v for k, v in report.items() if k != "data_fingerprint"})
     print(f"Text encoder: held-out caption→image top-1 {report.get('val_retrieval_top1', float('nan')):.3f}; saved in {run.text_encoder}")
 
 
@@ -152,10 +177,7 @@ def _embed(text_encoder, table, batch_size=512):
 
 
 def _load_embeddings(run, split):
-    from t2igan.data.pipeline import TextTable
-
-    values = np.load(os.path.join(run.text_encoder, f"embeddings-{split}.npy"))
-    return values
+    return np.load(os.path.join(run.text_encoder, f"embeddings-{split}.npy"))
 
 
 # ----------------------------------------------------------------------------- train
@@ -202,6 +224,7 @@ def train():
     if not os.path.exists(os.path.join(run.text_encoder, "complete.json")):
         logging.info("No pretrained text encoder in %s: running chapter1-pretrain first.", run.text_encoder)
         pretrain(strategy, run, config, index)
+    _check_embeddings_match(run, index)
     embeddings = _load_embeddings(run, "train")
     counts = np.array([max(1, min(len(e.captions), embeddings.shape[1])) for e in index.train], np.int32)
     images = _images(index, config, "train")
@@ -339,7 +362,10 @@ def evaluate():
 
     _, run, config = _setup(for_training=False)
     FLAGS.dataset = config["dataset"]
+    FLAGS.data_dir = FLAGS.data_dir or config.get("data_dir")
+    FLAGS.metadata_dir = FLAGS.metadata_dir or config.get("metadata_dir")
     index = app.load_data(config)
+    _check_embeddings_match(run, index)
     gan = _restore_generator(run, config)
     embeddings = _load_embeddings(run, "test")
 

@@ -61,20 +61,23 @@ class ImageEncoder(keras.Model):
 
     Reed et al. used fixed 1024-d GoogLeNet features; with no ImageNet network
     to download, a small CNN is trained jointly with the text encoder instead
-    (documented in the README). Its output lives in the same space as φ(t).
+    (documented in the README). Its output lives in the same space as φ(t). The last
+    feature map is flattened, not averaged, so the embedding keeps *where* things are
+    (captions state positions).
     """
 
     def __init__(self, embedding_dim=1024, widths=(32, 64, 128, 256), **kwargs):
         super().__init__(**kwargs)
         self.blocks = [layers.Conv2D(width, 4, strides=2, padding="same") for width in widths]
         self.norms = [layers.GroupNormalization(groups=8) for _ in widths]
+        self.flatten = layers.Flatten()
         self.project = layers.Dense(embedding_dim)
 
     def call(self, images, training=False):
         x = images
         for conv, norm in zip(self.blocks, self.norms):
             x = tf.nn.leaky_relu(norm(conv(x)), LEAK)
-        return self.project(tf.reduce_mean(x, axis=[1, 2]))
+        return self.project(self.flatten(x))
 
 
 def ds_sje_loss(image_features, text_features, class_ids, margin=1.0):

@@ -98,7 +98,8 @@ def load_data(config: dict):
     shapes_options = {}
     if FLAGS.dataset.startswith("shapes"):
         shapes_options = dict(image_size=config["image_size"], num_train=config.get("shapes_train", 10000),
-                              num_test=config.get("shapes_test", 1000), seed=config.get("shapes_seed", 0))
+                              num_test=config.get("shapes_test", 1000), seed=config.get("shapes_seed", 0),
+                              compositional_split=config.get("shapes_compositional_split", False))
     return load_dataset(FLAGS.dataset, data_dir=FLAGS.data_dir, data_root=FLAGS.data_root,
                         metadata_dir=FLAGS.metadata_dir, **shapes_options)
 

@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 
 from t2igan.data.records import DatasetIndex, Example
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star")
 COLOURS = {  # saturated and far apart in hue/brightness, so they survive 32 px
@@ -167,35 +167,42 @@ def _place_pair(rng, first: dict[str, str], second: dict[str, str], relation: st
 
 
 def _render(rng, objects: list[dict], image_size: int) -> Image.Image:
-    side = image_size * SUPERSAMPLING
     # Dark background whose shade, tint and gradient vary: style for the noise vector.
+    # It is smooth, so it is computed at the target size; only the shapes are supersampled.
     base = rng.uniform(18, 55) + rng.uniform(-10, 10, size=3)
     angle, amplitude = rng.uniform(0, 2 * math.pi), rng.uniform(0, 14)
-    ramp = np.linspace(-0.5, 0.5, side)
+    ramp = np.linspace(-0.5, 0.5, image_size, dtype=np.float32)
     gradient = amplitude * (math.cos(angle) * ramp[None, :] + math.sin(angle) * ramp[:, None])
-    background = np.clip(base[None, None, :] + gradient[:, :, None], 0, 255).astype(np.uint8)
-    image = Image.fromarray(background, "RGB")
-    draw = ImageDraw.Draw(image)
+    pixels = (base[None, None, :] + gradient[:, :, None]).astype(np.float32)
+    side = image_size * SUPERSAMPLING
     for obj in objects:
-        draw.polygon([tuple(p) for p in (obj["points"] * side)], fill=obj["rgb"])
-    return image.reduce(SUPERSAMPLING)  # box filter: exact 4x4 average, smooth edges
+        mask = Image.new("L", (side, side), 0)
+        ImageDraw.Draw(mask).polygon([tuple(p) for p in obj["points"] * side], fill=255)
+        # Box-averaging the 4x mask gives each pixel its covered fraction: smooth edges.
+        alpha = np.asarray(mask.reduce(SUPERSAMPLING), dtype=np.float32)[:, :, None] / 255.0
+        pixels = pixels * (1.0 - alpha) + np.asarray(obj["rgb"], dtype=np.float32) * alpha
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
 
 
 # ----------------------------------------------------------------------------- captions
+def _pick(rng: np.random.Generator, choices):
+    return choices[rng.integers(len(choices))]  # rng.choice would build an array every call
+
+
 def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
 def _noun_phrase(rng, attributes: dict[str, str], with_size: bool) -> tuple[str, str]:
     """Returns (phrase without article, phrase with article)."""
-    colour = rng.choice(COLOUR_WORDS[attributes["colour"]])
-    shape = rng.choice(SHAPE_WORDS[attributes["shape"]])
+    colour = _pick(rng, COLOUR_WORDS[attributes["colour"]])
+    shape = _pick(rng, SHAPE_WORDS[attributes["shape"]])
     if with_size:
-        size = rng.choice(SIZE_WORDS[attributes["size"]])
+        size = _pick(rng, SIZE_WORDS[attributes["size"]])
         forms = (f"{size} {colour} {shape}", f"{size} {colour} {shape}", f"{colour} {shape} that is {size}")
     else:
         forms = (f"{colour} {shape}", f"{colour} {shape}", f"{colour} coloured {shape}")
-    bare = str(rng.choice(forms))
+    bare = _pick(rng, forms)
     return bare, _article(bare)
 
 
@@ -213,11 +220,11 @@ def _single_captions(rng, attributes: dict[str, str]) -> tuple[list[str], list[d
         bare, np_ = _noun_phrase(rng, attributes, with_size)
         if with_position:
             position = attributes["position"]
-            text = str(rng.choice(_WITH_POSITION)).format(
-                np=np_, bare=bare, pp=rng.choice(POSITION_PHRASES[position]),
-                name=rng.choice(_POSITION_NAMES[position]))
+            text = _pick(rng, _WITH_POSITION).format(
+                np=np_, bare=bare, pp=_pick(rng, POSITION_PHRASES[position]),
+                name=_pick(rng, _POSITION_NAMES[position]))
         else:
-            text = str(rng.choice(_WITHOUT_POSITION)).format(np=np_, bare=bare)
+            text = _pick(rng, _WITHOUT_POSITION).format(np=np_, bare=bare)
         keys = ["shape", "colour"] + ["size"] * with_size + ["position"] * with_position
         captions.append(text)
         stated.append({key: attributes[key] for key in keys})
@@ -242,10 +249,10 @@ def _pair_captions(rng, objects: list[dict[str, Any]], relation: str) -> tuple[l
             for obj, with_size in zip(objects, sizes)]}
         if rng.random() < 0.8:
             spoken = INVERSE_RELATION[relation] if swap else relation
-            text = str(rng.choice(_WITH_RELATION)).format(a=a, b=b, rel=rng.choice(RELATION_PHRASES[spoken]))
+            text = _pick(rng, _WITH_RELATION).format(a=a, b=b, rel=_pick(rng, RELATION_PHRASES[spoken]))
             entry["relation"] = relation  # normalised to the image's object order
         else:
-            text = str(rng.choice(_WITHOUT_RELATION)).format(a=a, b=b)
+            text = _pick(rng, _WITHOUT_RELATION).format(a=a, b=b)
         captions.append(text)
         stated.append(entry)
     return captions, stated
@@ -273,8 +280,8 @@ def _sample_attributes(rng, split: str, held_out: list[tuple[str, str]]) -> dict
     # Compositional test sets draw half their objects from the unseen pairs.
     pool = held_out if (held_out and split == "test" and rng.random() < 0.5) else seen
     colour, shape = pool[rng.integers(len(pool))]
-    return {"shape": shape, "colour": colour, "size": str(rng.choice(SIZES)),
-            "position": str(rng.choice(POSITIONS))}
+    return {"shape": shape, "colour": colour, "size": _pick(rng, SIZES),
+            "position": _pick(rng, POSITIONS)}
 
 
 def _make_example(pairs: bool, image_size: int, seed: int, split: str, index: int, held_out):
@@ -288,7 +295,7 @@ def _make_example(pairs: bool, image_size: int, seed: int, split: str, index: in
         second = _sample_attributes(rng, split, held_out)
         while (second["colour"], second["shape"]) == (first["colour"], first["shape"]):
             second = _sample_attributes(rng, split, held_out)  # captions must tell them apart
-        relation = str(rng.choice(["left of", "above"]))
+        relation = _pick(rng, ["left of", "above"])
         objects = _place_pair(rng, first, second, relation)
         true = {"objects": [obj["attributes"] for obj in objects], "relation": relation}
         captions, stated = _pair_captions(rng, true["objects"], relation)
@@ -341,7 +348,12 @@ def generate(root: str, *, pairs: bool = False, image_size: int = 64, num_train:
         records = [record for chunk in chunks for record in chunk]
         _write_lists(temporary, records, pairs, options, held_out)
         shutil.rmtree(root, ignore_errors=True)
-        os.replace(temporary, root)
+        try:
+            os.replace(temporary, root)
+        except OSError:
+            if _stored_options(root) != options:
+                raise
+            shutil.rmtree(temporary)  # another process finished the same data set first
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -385,6 +397,16 @@ def _write_lists(folder: str, records, pairs: bool, options: dict, held_out) -> 
         json.dump(meta, f, indent=2)  # written last: its presence marks a finished data set
 
 
+def _stored_options(root: str) -> dict[str, Any] | None:
+    """Options of a finished data set in ``root`` (None when there is none or it is outdated)."""
+    try:
+        with open(os.path.join(root, "dataset.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return meta.get("options") if meta.get("generator_version") == GENERATOR_VERSION else {}
+
+
 def folder_name(name: str = "shapes", image_size: int = 64, num_train: int = DEFAULT_NUM_TRAIN,
                 num_test: int = DEFAULT_NUM_TEST, seed: int = 0, compositional_split: bool = False) -> str:
     """``<name>-<size>px-seed<seed>[-<train>x<test>][-comp]``, the cache folder :func:`ensure` uses."""
@@ -402,12 +424,10 @@ def ensure(data_root: str, name: str = "shapes", image_size: int = 64, num_train
     pairs = name == "shapes-pairs"
     root = os.path.join(data_root, folder_name(name, image_size, num_train, num_test, seed, compositional_split))
     options = _options(pairs, image_size, num_train, num_test, seed, compositional_split)
-    meta_path = os.path.join(root, "dataset.json")
-    if os.path.exists(meta_path):
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-        if meta.get("options") == options and meta.get("generator_version") == GENERATOR_VERSION:
-            return root
+    stored = _stored_options(root)
+    if stored == options:
+        return root
+    if stored is not None:
         logging.info("Options of %s changed; regenerating it.", root)
     logging.info("Generating %s (%d train + %d test images at %d px)...", root, num_train, num_test, image_size)
     start = time.perf_counter()

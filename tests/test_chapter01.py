@@ -230,3 +230,37 @@ def test_two_cpu_replicas_train_end_to_end(workspace):
     result = run_chapter(CHAPTER, "train", *common(workspace, workspace / "replicas"), "--cpu_replicas=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replica(s)" in result.stderr
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_train_with_multiworker_strategy(smoke_run, workspace):
+    """Two local processes with TF_CONFIG: MultiWorkerMirroredStrategy; the chief owns the run folder."""
+    run_dir = workspace / "multiworker"
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen([sys.executable, "-m", f"chapters.{CHAPTER}", "train", *common(workspace, run_dir)],
+                                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [process.communicate(timeout=300) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    assert "MultiWorkerMirroredStrategy" in outputs[0][1] and "2 replica(s)" in outputs[0][1]
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-2")
+    assert tf.train.latest_checkpoint(str(run_dir / "workers" / "worker-1" / "checkpoints")).endswith("ckpt-2")

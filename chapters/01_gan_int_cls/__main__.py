@@ -30,11 +30,13 @@ def _chapter(name):
 # ----------------------------------------------------------------------------- set-up
 def _setup(for_training: bool):
     """Strategy first (it must precede every TF op), then config and run folder."""
-    from t2igan.training.distribute import make_strategy
+    from t2igan.training.distribute import make_strategy, worker_run_dir
     from t2igan.training.run import RunDirectory
 
     strategy = make_strategy(FLAGS.distribution, FLAGS.cpu_replicas) if for_training else None
     run_dir = FLAGS.run_dir or app.default_run_dir(NUMBER, FLAGS.dataset, FLAGS.profile)
+    if strategy is not None:
+        run_dir = worker_run_dir(strategy, run_dir)
     run = RunDirectory(run_dir, CHAPTER)
     if for_training:
         config = app.resolve_config(_chapter("profiles").PROFILES, FLAGS.profile, FLAGS.dataset, FLAGS.set, FLAGS.epochs)

@@ -69,3 +69,15 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
+
+
+def worker_run_dir(strategy: tf.distribute.Strategy, run_dir: str) -> str:
+    """The chief writes the run folder; every other worker writes its own copy below it.
+
+    Under MultiWorkerMirroredStrategy every worker must take part in saving
+    (reading mirrored variables is collective), but only one may own the files.
+    """
+    if is_chief(strategy):
+        return run_dir
+    resolver = strategy.cluster_resolver
+    return os.path.join(run_dir, "workers", f"{resolver.task_type}-{resolver.task_id}")

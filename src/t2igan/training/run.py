@@ -107,26 +107,59 @@ def all_finite(variables) -> bool:
     return True
 
 
+class OrderedVariables(tf.Module):
+    """Every variable of a Keras network or optimizer, in its (deterministic) creation order.
+
+    ``tf.train.Checkpoint`` does not follow Keras 3's tracking of layers kept in
+    Python lists (``self.blocks = [Conv2D(...), ...]``) and would silently leave
+    their weights out; listing the variables explicitly saves all of them.
+    """
+
+    def __init__(self, source):
+        super().__init__()
+        if isinstance(source, tf.Variable):
+            self.ordered = [source]
+        elif hasattr(source, "apply_gradients"):  # an optimizer: iterations and slots
+            self.ordered = list(source.variables)
+        else:  # a network: weights, BatchNorm statistics included
+            self.ordered = list(source.weights)
+
+
 class Checkpointer:
     """``tf.train.CheckpointManager`` that never writes non-finite weights.
 
     Saves are atomic (the manager updates its index only after the files are
     complete), so a run killed at any moment — even with ``kill -9`` — resumes
-    from the last complete checkpoint.
+    from the last complete checkpoint. ``objects`` are Keras networks and
+    optimizers; each is stored as its ordered list of variables.
     """
 
     def __init__(self, directory: str, max_to_keep: int = 3, **objects):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.checkpoint = tf.train.Checkpoint(epoch=self.epoch, **objects)
+        self.checkpoint = tf.train.Checkpoint(
+            epoch=self.epoch, **{name: OrderedVariables(source) for name, source in objects.items()})
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
         self.objects = objects
 
     def restore(self) -> int:
-        """Restore the latest checkpoint if there is one; returns the epoch to continue from."""
+        """Restore the latest checkpoint if there is one; returns the epoch to continue from.
+
+        Every variable asked for must be in the checkpoint with the same shape;
+        anything else (another architecture, changed settings) is an error.
+        """
         latest = self.manager.latest_checkpoint
         if latest is None:
             return 0
-        self.checkpoint.restore(latest).expect_partial()
+        try:
+            status = self.checkpoint.restore(latest)
+            status.expect_partial()  # e.g. sampling restores the generator only
+            status.assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
+            raise ValueError(
+                f"The checkpoint {latest} does not fit the model built from this run's settings "
+                f"({str(error).splitlines()[0][:300]}). Settings that change the networks cannot change "
+                "within a run folder: use another RUN_DIR."
+            ) from error
         epoch = int(self.epoch.numpy())
         logging.info("Resuming from %s (epoch %d).", latest, epoch)
         return epoch

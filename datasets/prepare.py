@@ -32,11 +32,19 @@ from t2igan.data.records import DatasetIndex  # noqa: E402
 COMMANDS = ("check", "convert", "checksum")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", None,
-                    "Data set name (birds, flowers, coco, shapes, shapes-pairs) or a custom-layout folder.")
-flags.DEFINE_string("data_dir", None, "The data set folder; default: searched as load_dataset does.")
-flags.DEFINE_string("data_root", "data", "Where named data sets live (and shapes are generated).")
-flags.DEFINE_string("metadata_dir", None, "Folder with AttnGAN metadata (captions.pickle, */filenames.pickle).")
+
+
+def _define_string(name, default, help_text):
+    # The training command line (t2igan.app) defines the same data flags with the same meaning;
+    # a process that imports both (the test suite) must not define them twice.
+    if name not in FLAGS:
+        flags.DEFINE_string(name, default, help_text)
+
+
+_define_string("dataset", None, "Data set name (birds, flowers, coco, shapes, shapes-pairs) or a custom-layout folder.")
+_define_string("data_dir", None, "The data set folder; default: searched as load_dataset does.")
+_define_string("data_root", "data", "Where named data sets live (and shapes are generated).")
+_define_string("metadata_dir", None, "Folder with AttnGAN metadata (captions.pickle, */filenames.pickle).")
 flags.DEFINE_string("out_dir", None, "convert: the folder to write in the custom layout.")
 flags.DEFINE_bool("copy_images", True, "convert: copy images (true) or symlink them (false).")
 flags.DEFINE_bool("overwrite", False, "convert: allow writing into a non-empty out_dir.")

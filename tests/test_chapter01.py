@@ -244,6 +244,10 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "Known upstream limitation: Keras 3 Model.fit fails under MultiWorkerMirroredStrategy with "
+    "'Attempt to convert a value (PerReplica…)' (keras-team/keras#20585, tensorflow/tensorflow#72388). "
+    "Strict: this test starts failing the suite the day it passes, so the README can be updated."))
 def test_two_workers_train_with_multiworker_strategy(smoke_run, workspace):
     """Two local processes with TF_CONFIG: MultiWorkerMirroredStrategy; the chief owns the run folder."""
     run_dir = workspace / "multiworker"

@@ -295,7 +295,6 @@ def train():
 
 # ----------------------------------------------------------------------------- sample / eval
 def _restore_generator(run, config):
-    import tensorflow as tf
 
     from t2igan.training.run import Checkpointer
 

@@ -14,7 +14,6 @@ import time
 from typing import Callable
 
 import numpy as np
-from absl import logging
 
 from t2igan.sampling import make_grid, save_png, to_uint8
 

@@ -366,7 +366,7 @@ def _flowers_class_split(folder: str, caption_index: dict[str, tuple[str, int]])
 def _load_flowers(folder: str, metadata_dir: str | None) -> DatasetIndex:
     text_folder = os.path.join(folder, "text_c10")
     image_folder = os.path.join(folder, "jpg")
-    expected = ["jpg/image_XXXXX.jpg", "text_c10/class_XXXXX/image_XXXXX.txt",
+    expected = ["jpg/image_NNNNN.jpg", "text_c10/class_NNNNN/image_NNNNN.txt",
                 "train/filenames.pickle + test/filenames.pickle (or trainvalclasses.txt + testclasses.txt)"]
     if not os.path.isdir(text_folder):
         raise _layout_error("flowers", folder, expected)

@@ -128,17 +128,19 @@ def run_commands(commands: dict[str, Callable[[], None]], usage: str) -> None:
         try:
             commands[argv[1]]()
         except (ValueError, FileNotFoundError, RuntimeError) as error:
+            from t2igan.training.run import NonFiniteLossError
+
             if FLAGS.traceback or not _is_user_error(error):
                 raise
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(2 if not type(error).__name__ == "NonFiniteLossError" else 3)
+            sys.exit(3 if isinstance(error, NonFiniteLossError) else 2)
         logging.info("%s finished in %.1f s.", argv[1], time.time() - started)
 
     app.run(main)
 
 
 def _is_user_error(error: Exception) -> bool:
-    # Messages we wrote ourselves; TensorFlow's own internal errors keep their traceback.
-    return isinstance(error, (UserError, FileNotFoundError)) or type(error).__name__ in (
-        "NonFiniteLossError",
-    ) or (type(error) is ValueError and not type(error).__module__.startswith("tensorflow"))
+    """Errors whose message we wrote for the user; anything from TensorFlow's internals keeps its traceback."""
+    from t2igan.training.run import NonFiniteLossError
+
+    return isinstance(error, (UserError, FileNotFoundError, NonFiniteLossError)) or type(error) is ValueError

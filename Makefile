@@ -16,12 +16,15 @@ SEED    ?= 0
 REAL    ?=
 FAKE    ?=
 
+VARIANT ?= v2
 CHAPTER_1 := 01_gan_int_cls
+CHAPTER_2 := 02_stackgan
 
 COMMON = --dataset=$(DATASET) --profile=$(PROFILE) $(if $(RUN_DIR),--run_dir=$(RUN_DIR))
 
 .PHONY: help install test tensorboard clean \
-        chapter1-pretrain chapter1-train chapter1-sample chapter1-eval chapter1-check
+        chapter1-pretrain chapter1-train chapter1-sample chapter1-eval chapter1-check \
+        chapter2-pretrain chapter2-train chapter2-sample chapter2-eval chapter2-check
 
 help:
 	@echo "make chapter1-train   [DATASET=shapes|shapes-pairs|birds|flowers|coco|<folder>] [PROFILE=course|smoke|paper] [RUN_DIR=...] [ARGS=...]"
@@ -29,6 +32,7 @@ help:
 	@echo "make chapter1-sample  TEXT=\"a small red circle in the top left\" [N=8] [SEED=0]"
 	@echo "make chapter1-eval    (oracle accuracy + oracle FID on shapes)"
 	@echo "make chapter1-check   (this chapter's tests)"
+	@echo "make chapter2-train   [VARIANT=v2|v1] and chapter2-{pretrain,sample,eval,check}: StackGAN++ / StackGAN-v1"
 	@echo "make tensorboard      (TensorBoard on runs/)"
 	@echo "make test             (every test; < 10 min on 2 CPU cores)"
 	@echo "make install [GPU=1]  (GPU=1: tensorflow[and-cuda])"
@@ -62,6 +66,18 @@ chapter1-eval: install
 
 chapter1-check: install
 	$(PY) -m pytest -q tests/test_chapter01.py
+
+# ---------------------------------------------------------------- chapter 2: StackGAN++ / StackGAN-v1
+chapter2-pretrain: install
+	$(PY) -m chapters.$(CHAPTER_2) pretrain --variant=$(VARIANT) $(COMMON) $(ARGS)
+chapter2-train: install
+	$(PY) -m chapters.$(CHAPTER_2) train --variant=$(VARIANT) $(COMMON) $(ARGS)
+chapter2-sample: install
+	$(PY) -m chapters.$(CHAPTER_2) sample --variant=$(VARIANT) $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(ARGS)
+chapter2-eval: install
+	$(PY) -m chapters.$(CHAPTER_2) eval --variant=$(VARIANT) $(COMMON) --sample_seed=$(SEED) $(ARGS)
+chapter2-check: install
+	$(PY) -m pytest -q tests/test_chapter02.py
 
 # ---------------------------------------------------------------- everything else
 tensorboard: install

@@ -24,120 +24,16 @@ LEAK = 0.2  # LeakyReLU slope in Reed's code (Keras' default is 0.3)
 
 
 # ---------------------------------------------------------------------------
-# 1. Text encoder: char-CNN-RNN ("HybridCNNLong" + GRU, the CUB encoder)
+# 1. Text encoder φ(t): Reed's char-CNN-RNN, pretrained with DS-SJE
 # ---------------------------------------------------------------------------
-class CharCnnRnn(keras.Model):
-    """Characters → 1024-d caption embedding φ(t).
-
-    one-hot chars (L × 70) → Conv1D(k4)+ReLU → MaxPool(3) → Conv1D(k4)+ReLU →
-    MaxPool(3) → Conv1D(k4)+ReLU → GRU over the remaining steps → mean of the
-    hidden states → Linear → φ(t). At the paper widths (384, 512, 512; GRU 512;
-    1024 out; L = 201 → 18 GRU steps) this has Reed's 4,045,184 parameters.
-    Keras' GRU with ``reset_after=True`` has the same six matrices and six bias
-    vectors as Reed's FixedGRU; it applies the reset gate after the recurrent
-    product (the cuDNN form).
-    """
-
-    def __init__(self, alphabet_depth=70, conv_widths=(384, 512, 512), rnn_width=512, embedding_dim=1024, **kwargs):
-        super().__init__(**kwargs)
-        self.alphabet_depth = alphabet_depth
-        self.convs = [layers.Conv1D(width, 4, activation="relu") for width in conv_widths]
-        self.pools = [layers.MaxPooling1D(3, 3), layers.MaxPooling1D(3, 3)]
-        self.rnn = layers.GRU(rnn_width, return_sequences=True, reset_after=True)
-        self.project = layers.Dense(embedding_dim)
-
-    def call(self, char_ids, training=False):
-        # Id 0 (outside the alphabet, or padding) becomes an all-zero row, as in Reed's loader.
-        x = tf.one_hot(char_ids, self.alphabet_depth + 1)[..., 1:]
-        x = self.pools[0](self.convs[0](x))
-        x = self.pools[1](self.convs[1](x))
-        x = self.convs[2](x)
-        hidden = self.rnn(x, training=training)
-        return self.project(tf.reduce_mean(hidden, axis=1))
-
-
-class ImageEncoder(keras.Model):
-    """The image side of the joint embedding.
-
-    Reed et al. used fixed 1024-d GoogLeNet features; with no ImageNet network
-    to download, a small CNN is trained jointly with the text encoder instead
-    (documented in the README). Its output lives in the same space as φ(t). The last
-    feature map is flattened, not averaged, so the embedding keeps *where* things are
-    (captions state positions).
-    """
-
-    def __init__(self, embedding_dim=1024, widths=(32, 64, 128, 256), **kwargs):
-        super().__init__(**kwargs)
-        self.blocks = [layers.Conv2D(width, 4, strides=2, padding="same") for width in widths]
-        self.norms = [layers.GroupNormalization(groups=8) for _ in widths]
-        self.flatten = layers.Flatten()
-        self.project = layers.Dense(embedding_dim)
-
-    def call(self, images, training=False):
-        x = images
-        for conv, norm in zip(self.blocks, self.norms):
-            x = tf.nn.leaky_relu(norm(conv(x)), LEAK)
-        return self.project(self.flatten(x))
-
-
-def ds_sje_loss(image_features, text_features, class_ids, margin=1.0):
-    """Symmetric structured joint embedding loss (DS-SJE, Reed et al. CVPR 2016).
-
-    Compatibility F(v, t) = ⟨θ(v), φ(t)⟩. For each matching pair (i, i) and each
-    other pair (i, j) of a *different class*, a hinge max(0, margin + F(v_i, t_j) − F(v_i, t_i)),
-    in both directions (image → text and text → image), summed and divided by B²
-    as in ``train_sje_hybrid.lua``. Returns one value per example (for replica-correct averaging).
-    """
-    scores = tf.matmul(image_features, text_features, transpose_b=True)  # (B_img, B_txt)
-    matching = tf.linalg.diag_part(scores)
-    different = tf.cast(tf.not_equal(class_ids[:, None], class_ids[None, :]), scores.dtype)
-    image_to_text = tf.nn.relu(margin + scores - matching[:, None]) * different
-    text_to_image = tf.nn.relu(margin + scores - matching[None, :]) * different
-    batch = tf.cast(tf.shape(scores)[0], scores.dtype)
-    return (tf.reduce_sum(image_to_text, axis=1) + tf.reduce_sum(text_to_image, axis=0)) / batch
-
-
-class JointEmbedding(keras.Model):
-    """Pretraining model for φ(t): text and image encoders trained with DS-SJE (``chapter1-pretrain``)."""
-
-    def __init__(self, text_encoder, image_encoder, **kwargs):
-        super().__init__(**kwargs)
-        self.text_encoder = text_encoder
-        self.image_encoder = image_encoder
-        self.loss_tracker = keras.metrics.Mean(name="sje_loss")
-        self.accuracy_tracker = keras.metrics.Mean(name="retrieval_top1")
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.accuracy_tracker]
-
-    def _scores(self, batch, training):
-        image_features = self.image_encoder(batch["image"], training=training)
-        text_features = self.text_encoder(batch["caption_ids"], training=training)
-        return image_features, text_features
-
-    @staticmethod
-    def retrieval_accuracy(image_features, text_features, class_ids):
-        """Caption → image top-1 within the batch; an image of the caption's class counts as a hit."""
-        best = tf.argmax(tf.matmul(text_features, image_features, transpose_b=True), axis=1, output_type=tf.int32)
-        return tf.cast(tf.equal(tf.gather(class_ids, best), class_ids), tf.float32)
-
-    def train_step(self, batch):
-        with tf.GradientTape() as tape:
-            image_features, text_features = self._scores(batch, training=True)
-            per_example = ds_sje_loss(image_features, text_features, batch["class_id"])
-            loss = ConditionalGAN.average(per_example)
-        variables = self.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self.loss_tracker.update_state(per_example)
-        self.accuracy_tracker.update_state(self.retrieval_accuracy(image_features, text_features, batch["class_id"]))
-        return {m.name: m.result() for m in self.metrics}
-
-    def test_step(self, batch):
-        image_features, text_features = self._scores(batch, training=False)
-        self.loss_tracker.update_state(ds_sje_loss(image_features, text_features, batch["class_id"]))
-        self.accuracy_tracker.update_state(self.retrieval_accuracy(image_features, text_features, batch["class_id"]))
-        return {m.name: m.result() for m in self.metrics}
+# StackGAN (chapter 2) conditions on the same embeddings, so the encoder lives in
+# the shared core: read ``src/t2igan/char_cnn_rnn.py`` now. In short:
+#   CharCnnRnn    one-hot characters → 3 × Conv1D (+ 2 max-pools) → GRU → mean → Linear → φ(t)
+#   ImageEncoder  the image side θ(v) of the joint embedding (Reed: fixed GoogLeNet features)
+#   ds_sje_loss   hinge on F(v, t) = ⟨θ(v), φ(t)⟩ against other-class pairs, both directions
+#   JointEmbedding  the Keras model ``chapter1-pretrain`` fits
+# The GAN never trains φ(t): every caption is embedded once, before GAN training.
+from t2igan.char_cnn_rnn import CharCnnRnn, ImageEncoder, JointEmbedding, ds_sje_loss  # noqa: F401,E402
 
 
 # ---------------------------------------------------------------------------
@@ -173,9 +69,9 @@ class Bottleneck(layers.Layer):
 
 
 def _levels(image_size):
-    if image_size not in (32, 64):
-        raise ValueError(f"GAN-INT-CLS builds 32 or 64 px images, not {image_size}; set image_size to 32 or 64.")
-    return 4 if image_size == 64 else 3  # number of 2× up/down-samplings between 4×4 and the image
+    if image_size not in (16, 32, 64):
+        raise ValueError(f"GAN-INT-CLS builds 16, 32 or 64 px images, not {image_size}; set image_size to one of them.")
+    return {64: 4, 32: 3, 16: 2}[image_size]  # number of 2× up/down-samplings between 4×4 and the image
 
 
 class Generator(keras.Model):
@@ -217,10 +113,12 @@ class Discriminator(keras.Model):
 
     As in the CUB/Flowers code, conv3 and conv4 have no LeakyReLU
     (``missing_activations=True``; the COCO script has them — set False to add them).
+    ``text_batch_norm=False`` drops the BatchNorm on the projected text: that is
+    StackGAN-v1's stage-I discriminator (chapter 2), otherwise the same network.
     """
 
     def __init__(self, text_dim=1024, projection_dim=128, base_width=64, image_size=64, conv_bias=False,
-                 missing_activations=True, **kwargs):
+                 missing_activations=True, text_batch_norm=True, **kwargs):
         super().__init__(**kwargs)
         levels = _levels(image_size)
         widths = [base_width * 8 // 2 ** (levels - 1 - i) for i in range(levels)]  # 64, 128, 256, 512
@@ -235,7 +133,7 @@ class Discriminator(keras.Model):
         leaky = lambda h: tf.nn.leaky_relu(h, LEAK)
         self.residual = Bottleneck(widths[-1], widths[-1] // 4, leaky, conv_bias)
         self.project_text = torch_linear(projection_dim, fan_in=text_dim)
-        self.text_norm = batch_norm()
+        self.text_norm = batch_norm() if text_batch_norm else None  # StackGAN-v1's stage-I D has none
         self.joint = layers.Conv2D(widths[-1], 1, **conv)
         self.joint_norm = batch_norm()
         self.logit = layers.Conv2D(1, 4, padding="valid", **conv)
@@ -250,7 +148,10 @@ class Discriminator(keras.Model):
             if activated:
                 x = tf.nn.leaky_relu(x, LEAK)
         x = tf.nn.leaky_relu(self.residual(x, training=training), LEAK)
-        text = tf.nn.leaky_relu(self.text_norm(self.project_text(text_embedding), training=training), LEAK)
+        text = self.project_text(text_embedding)
+        if self.text_norm is not None:
+            text = self.text_norm(text, training=training)
+        text = tf.nn.leaky_relu(text, LEAK)
         text = tf.tile(tf.cast(text, x.dtype)[:, None, None, :], [1, 4, 4, 1])  # replicate 4×4
         x = tf.concat([x, text], axis=-1)  # [image, text], image first
         x = tf.nn.leaky_relu(self.joint_norm(self.joint(x), training=training), LEAK)

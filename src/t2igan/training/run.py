@@ -60,7 +60,7 @@ class RunDirectory:
     def write_config(self, config: dict[str, Any]) -> None:
         previous = self.check_owner()
         if previous is not None:
-            for key in ("dataset", "image_size", "profile"):
+            for key in ("dataset", "image_size", "profile", "variant"):
                 if key in previous and previous[key] != config.get(key):
                     raise ValueError(
                         f"The run folder {self.path} was created with {key}={previous[key]!r}, "

@@ -1,0 +1,218 @@
+"""What every chapter's commands share: set-up, data, the text encoder, fit, restore, sample, eval.
+
+A chapter's ``__main__.py`` creates one :class:`Chapter` and supplies only what
+is its own: how to build its GAN, how to turn a batch of text into a generator
+input, and the grid of samples it shows. The order of :meth:`Chapter.setup`
+matters under ``tf.distribute``: the strategy must exist before any TF op.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from typing import Callable
+
+import numpy as np
+from absl import logging
+
+from t2igan import app
+from t2igan.app import FLAGS, UserError
+
+
+class Chapter:
+    def __init__(self, package: str, number: int, title: str):
+        self.package = package          # e.g. "01_gan_int_cls"
+        self.number = number
+        self.title = title
+
+    def module(self, name: str):
+        return importlib.import_module(f"chapters.{self.package}.{name}")
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, for_training: bool, adjust: Callable[[dict], None] | None = None):
+        """Strategy first (it must precede every TF op), then config and run folder.
+
+        ``adjust(config)`` may change the resolved config before it is written (training only).
+        """
+        from t2igan.training.distribute import make_strategy, worker_run_dir
+        from t2igan.training.run import RunDirectory
+
+        strategy = make_strategy(FLAGS.distribution, FLAGS.cpu_replicas) if for_training else None
+        run_dir = FLAGS.run_dir or app.default_run_dir(self.number, FLAGS.dataset, FLAGS.profile)
+        if strategy is not None:
+            run_dir = worker_run_dir(strategy, run_dir)
+        run = RunDirectory(run_dir, self.package)
+        if for_training:
+            config = app.resolve_config(self.module("profiles").PROFILES, FLAGS.profile, FLAGS.dataset, FLAGS.set, FLAGS.epochs)
+            config["seed"] = FLAGS.seed
+            # Where the data came from, so that sample/eval find it again without the flags.
+            config.update(data_dir=FLAGS.data_dir, metadata_dir=FLAGS.metadata_dir)
+            if adjust is not None:
+                adjust(config)
+            run.write_config(config)
+        else:
+            config = run.check_owner()
+            if config is None:
+                raise UserError(f"No trained run in {run_dir} (no config.json). "
+                                f"Train first: make chapter{self.number}-train RUN_DIR={run_dir}")
+        import keras
+
+        keras.utils.set_random_seed(config["seed"])
+        app.set_up_precision()
+        return strategy, run, config
+
+    def load_data(self, config, for_training: bool):
+        if not for_training:  # sample / eval: the data the run was trained on
+            FLAGS.dataset = config["dataset"]
+            FLAGS.data_dir = FLAGS.data_dir or config.get("data_dir")
+            FLAGS.metadata_dir = FLAGS.metadata_dir or config.get("metadata_dir")
+        index = app.load_data(config)
+        if for_training and any(index.missing.values()):
+            print("Missing images (listed in the split files, not found, skipped): "
+                  + ", ".join(f"{split} {count}" for split, count in index.missing.items()))
+        return index
+
+    @staticmethod
+    def images(index, config, split, image_size=None):
+        """uint8 images of a split, decoded and resized once into the shared .npy cache."""
+        from t2igan.data.pipeline import build_image_array, load_size_for
+
+        load_size = load_size_for(image_size or config["image_size"], config["augment"])
+        return build_image_array(index.split(split), load_size, index.crop_to_bbox, os.path.join(FLAGS.data_root, "cache"))
+
+    # ------------------------------------------------------ char-CNN-RNN text
+    def char_embeddings(self, strategy, run, config, index, image_size=None):
+        """Reed's precomputed caption embeddings for this run; pretrains φ(t) first when absent."""
+        from t2igan import char_cnn_rnn
+
+        if not char_cnn_rnn.is_complete(run.text_encoder):
+            if strategy is None:
+                raise UserError(f"No pretrained text encoder in {run.text_encoder}. Train first: "
+                                f"make chapter{self.number}-train RUN_DIR={run.path}")
+            logging.info("No pretrained text encoder in %s: pretraining it first.", run.text_encoder)
+            pretrain_config = dict(config, image_size=image_size or config["image_size"])
+            report = char_cnn_rnn.pretrain(strategy, run.text_encoder, run.logs, pretrain_config, index,
+                                           lambda split: self.images(index, config, split, image_size),
+                                           verbose=app.fit_verbosity())
+            run.update_metrics("pretrain", report)
+            print(f"Text encoder: held-out caption→image top-1 {report.get('val_retrieval_top1', float('nan')):.3f}; "
+                  f"saved in {run.text_encoder}")
+        char_cnn_rnn.check_embeddings_match(run.text_encoder, index)
+        return {split: char_cnn_rnn.load_embeddings(run.text_encoder, split) for split in ("train", "test")}
+
+    # --------------------------------------------------------------- training
+    @staticmethod
+    def adam(config, steps_per_data_epoch, rate):
+        import keras
+
+        decay_epochs = config.get("learning_rate_decay_every_epochs", 0)
+        if decay_epochs:
+            rate = keras.optimizers.schedules.ExponentialDecay(
+                rate, decay_epochs * steps_per_data_epoch, config["learning_rate_decay"], staircase=True)
+        optimizer = keras.optimizers.Adam(rate, beta_1=config["beta_1"], beta_2=0.999, epsilon=1e-8)
+        if FLAGS.mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+
+    def checkpointer(self, run, config, gan, **optimizers):
+        from t2igan.training.run import Checkpointer
+
+        objects = dict(generator=gan.generator, discriminator=gan.discriminator, **optimizers)
+        if gan.ema_generator is not None:
+            objects["ema_generator"] = gan.ema_generator
+        return Checkpointer(run.checkpoints, max_to_keep=config["checkpoint_keep"], **objects)
+
+    def fit(self, gan, run, config, strategy, dataset, *, steps_per_epoch: int, initial_epoch: int, checkpointer,
+            render: Callable[[], np.ndarray], grid_captions: list[str], optimizers: dict, timer, phase: str = "") -> None:
+        """``gan.fit`` with the callbacks every chapter uses; records the summary in metrics.json.
+
+        ``phase`` names one of several trainings of a run (StackGAN-v1's ``stage1``, ``stage2``):
+        its logs, samples and summary are kept apart.
+        """
+        import tensorflow as tf
+
+        from t2igan.training import callbacks as cb
+
+        suffix = f"-{phase}" if phase else ""
+        writer = tf.summary.create_file_writer(os.path.join(run.logs, "train" + suffix))
+        samples = os.path.join(run.samples, phase) if phase else run.samples
+        nan_guard = cb.StopOnNonFinite()
+        callbacks = [
+            nan_guard,
+            cb.CheckpointEachEpoch(checkpointer, nan_guard, lambda: gan.generator.weights + gan.discriminator.weights),
+            cb.TensorBoardLogger(writer, gan.metric_tags, optimizers, config["log_every_steps"]),
+            cb.SampleGrid(render, grid_captions, samples, writer, config["sample_every_epochs"]),
+        ]
+        logging.info("Training %s: epochs %d → %d, %d steps each, global batch %d, %d replica(s).", self.title,
+                     initial_epoch, config["epochs"], steps_per_epoch, config["batch_size"], strategy.num_replicas_in_sync)
+        history = gan.fit(dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                          callbacks=callbacks, verbose=app.fit_verbosity())
+        if nan_guard.error is not None:
+            raise nan_guard.error
+        final = {key: float(values[-1]) for key, values in history.history.items()}
+        steps = int(next(iter(optimizers.values())).iterations.numpy())
+        run.update_metrics("train" + suffix.replace("-", "_"), {"epochs": config["epochs"], "steps": steps,
+                                     "seconds_this_session": round(timer.elapsed(), 1), "final": final})
+        print(f"Trained to epoch {config['epochs']} in {timer.elapsed():.0f} s. "
+              f"Samples: {samples}  TensorBoard: make tensorboard")
+
+    def already_trained(self, run, config, initial_epoch) -> bool:
+        if initial_epoch >= config["epochs"]:
+            print(f"{run.path} already trained for {initial_epoch} epochs (profile asks for {config['epochs']}). "
+                  "Pass --epochs=N to train longer, or use another RUN_DIR.")
+            return True
+        return False
+
+    # ------------------------------------------------------- sample and eval
+    def restore_generator(self, run, gan):
+        """Load the generator (and its EMA) of the run's last checkpoint into ``gan``."""
+        from t2igan.training.run import Checkpointer
+
+        objects = dict(generator=gan.generator)
+        if gan.ema_generator is not None:
+            objects["ema_generator"] = gan.ema_generator
+        if Checkpointer(run.checkpoints, **objects).restore() == 0:
+            raise UserError(f"No checkpoint in {run.checkpoints}. Train first: make chapter{self.number}-train RUN_DIR={run.path}")
+        return gan
+
+    @staticmethod
+    def check_sample_count():
+        if FLAGS.n < 1:
+            raise UserError(f"N must be ≥ 1, got {FLAGS.n}.")
+
+    @staticmethod
+    def sample_noise(rows: int, noise_dim: int) -> np.ndarray:
+        return np.random.default_rng(FLAGS.sample_seed).standard_normal((rows, noise_dim)).astype(np.float32)
+
+    @staticmethod
+    def sample_path(run) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", FLAGS.text.lower()).strip("-")[:60]
+        return FLAGS.output or os.path.join(run.samples, f"sample-{slug}-seed{FLAGS.sample_seed}.png")
+
+    def sample_captions(self, run, generate: Callable, encode: Callable[[str], np.ndarray], noise_dim: int) -> str:
+        """The sampler: N images of TEXT, or an 8-step interpolation towards --interpolate_to (GAN-INT's use).
+
+        ``generate(noise, text)`` → images (B, H, W, 3) in [-1, 1]; ``encode(caption)`` → one text vector.
+        """
+        from t2igan.sampling import interpolation_weights, make_grid, save_png
+
+        self.check_sample_count()
+        first = encode(FLAGS.text)
+        noise = self.sample_noise(FLAGS.n, noise_dim)
+        if FLAGS.interpolate_to:
+            second = encode(FLAGS.interpolate_to)
+            text = np.stack([(1 - b) * first + b * second for b in interpolation_weights(8)])  # (8, D)
+            images = np.asarray(generate(np.repeat(noise, 8, axis=0), np.tile(text, (FLAGS.n, 1))))
+            images = images.reshape(FLAGS.n, 8, *images.shape[1:])
+        else:
+            images = np.asarray(generate(noise, np.repeat(first[None], FLAGS.n, axis=0)))[None]
+        path = self.sample_path(run)
+        save_png(make_grid(images), path, scale=2)
+        print(path)
+        return path
+
+    def run(self, commands: dict[str, Callable[[], None]]) -> None:
+        usage = (f"usage: python -m chapters.{self.package} {{{','.join(commands)}}} "
+                 "[--dataset=shapes] [--profile=course] [--run_dir=...] ...")
+        app.run_commands(commands, usage)

@@ -19,12 +19,15 @@ FAKE    ?=
 VARIANT ?= v2
 CHAPTER_1 := 01_gan_int_cls
 CHAPTER_2 := 02_stackgan
+CHAPTER_3 := 03_attngan
+ATTN    ?= 0
 
 COMMON = --dataset=$(DATASET) --profile=$(PROFILE) $(if $(RUN_DIR),--run_dir=$(RUN_DIR))
 
 .PHONY: help install test tensorboard clean \
         chapter1-pretrain chapter1-train chapter1-sample chapter1-eval chapter1-check \
-        chapter2-pretrain chapter2-train chapter2-sample chapter2-eval chapter2-check
+        chapter2-pretrain chapter2-train chapter2-sample chapter2-eval chapter2-check \
+        chapter3-pretrain chapter3-train chapter3-sample chapter3-eval chapter3-check
 
 help:
 	@echo "make chapter1-train   [DATASET=shapes|shapes-pairs|birds|flowers|coco|<folder>] [PROFILE=course|smoke|paper] [RUN_DIR=...] [ARGS=...]"
@@ -33,6 +36,7 @@ help:
 	@echo "make chapter1-eval    (oracle accuracy + oracle FID on shapes)"
 	@echo "make chapter1-check   (this chapter's tests)"
 	@echo "make chapter2-train   [VARIANT=v2|v1] and chapter2-{pretrain,sample,eval,check}: StackGAN++ / StackGAN-v1"
+	@echo "make chapter3-train   and chapter3-{pretrain,sample,eval,check}: DAMSM + AttnGAN; chapter3-sample ATTN=1 adds attention maps"
 	@echo "make tensorboard      (TensorBoard on runs/)"
 	@echo "make test             (every test; < 10 min on 2 CPU cores)"
 	@echo "make install [GPU=1]  (GPU=1: tensorflow[and-cuda])"
@@ -78,6 +82,18 @@ chapter2-eval: install
 	$(PY) -m chapters.$(CHAPTER_2) eval --variant=$(VARIANT) $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter2-check: install
 	$(PY) -m pytest -q tests/test_chapter02.py
+
+# ---------------------------------------------------------------- chapter 3: DAMSM + AttnGAN
+chapter3-pretrain: install
+	$(PY) -m chapters.$(CHAPTER_3) pretrain $(COMMON) $(ARGS)
+chapter3-train: install
+	$(PY) -m chapters.$(CHAPTER_3) train $(COMMON) $(ARGS)
+chapter3-sample: install
+	$(PY) -m chapters.$(CHAPTER_3) sample $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(if $(filter 1,$(ATTN)),--attention) $(ARGS)
+chapter3-eval: install
+	$(PY) -m chapters.$(CHAPTER_3) eval $(COMMON) --sample_seed=$(SEED) $(ARGS)
+chapter3-check: install
+	$(PY) -m pytest -q tests/test_chapter03_model.py tests/test_chapter03.py
 
 # ---------------------------------------------------------------- everything else
 tensorboard: install

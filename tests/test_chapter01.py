@@ -116,11 +116,11 @@ def test_smoke_training_writes_a_complete_run_folder(smoke_run):
     assert sorted(os.listdir(smoke_run / "samples"))[:2] == ["epoch_0001.png", "epoch_0002.png"]
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 4 and "d_loss" in metrics["train"]["final"]
-    # Stored caption embeddings are rescaled once to unit RMS per dimension (the factor is kept for user captions).
-    assert json.loads((smoke_run / "text_encoder" / "complete.json").read_text())["embedding_scale"] > 0
+    # The factor that rescales the stored caption embeddings to unit RMS (normalise_text_embeddings) is kept.
+    scale = json.loads((smoke_run / "text_encoder" / "complete.json").read_text())["embedding_scale"]
     stored = np.load(smoke_run / "text_encoder" / "embeddings-train.npy").astype(np.float32)
     used = stored[np.abs(stored).sum(axis=-1) > 0]
-    assert np.sqrt(np.mean(used**2)) == pytest.approx(1.0, rel=1e-2)
+    assert np.sqrt(np.mean((scale * used) ** 2)) == pytest.approx(1.0, rel=1e-2)
 
 
 def test_tensorboard_has_scalars_sample_grid_and_captions(smoke_run):

@@ -23,6 +23,7 @@ PROFILES = {
         conv_bias=False, missing_activations=True,
         matching_aware=True, interpolation=True, cls_weight=0.5, interp_beta=0.5, interp_weight=1.0,
         captions_per_sample=4, ema_decay=0.0,
+        normalise_text_embeddings=False,   # True: φ(t) × the stored factor that gives unit RMS (README §5)
         sample_every_epochs=1, log_every_steps=50, checkpoint_keep=3,
         shapes_train=10000, shapes_test=1000,
         shapes_compositional_split=False,   # True: some (colour, shape) pairs appear only in test

@@ -27,6 +27,8 @@ PROFILES = {
         colour_weight=0.0,        # StackGAN++ colour-consistency λ: 0 for birds, 50 in the unconditional configs
         ema_decay=0.999,          # v2 saves (and samples from) the averaged G
         captions_per_sample=1,    # v2: one random caption per step, no averaging
+        # Our DS-SJE embeddings have RMS ≈ 0.03; CA adds unit noise to μ(t), so rescale them to RMS 1 (README §9).
+        normalise_text_embeddings=True,
         # --- StackGAN-v1 (variant v1): stage I at base_size, then stage II at image_size
         stage_one_epochs=600, v1_generator_width=128, v1_residual_blocks=4,
         sample_every_epochs=1, log_every_steps=50, checkpoint_keep=3,

@@ -199,27 +199,34 @@ def check_embeddings_match(folder: str, index) -> None:
                         "text_encoder folder and the checkpoints to start over).")
 
 
-def load_embeddings(folder: str, split: str) -> np.ndarray:
-    """φ(t) of every caption of a split: (N, captions, D) float16."""
-    return np.load(os.path.join(folder, f"embeddings-{split}.npy"))
+def stored_scale(folder: str) -> float:
+    """The ``embedding_scale`` of a pretrained encoder (1 for encoders stored before it was recorded)."""
+    with open(os.path.join(folder, "complete.json"), encoding="utf-8") as file:
+        return float(json.load(file).get("embedding_scale", 1.0))
 
 
-def embed(text_encoder, table, batch_size=512, scale=1.0) -> np.ndarray:
-    """scale·φ(t) of every caption: (N, C, D) float32 (unused caption slots stay 0)."""
+def load_embeddings(folder: str, split: str, normalise: bool = False) -> np.ndarray:
+    """φ(t) of every caption of a split: (N, captions, D) float16 (× the stored scale if ``normalise``)."""
+    values = np.load(os.path.join(folder, f"embeddings-{split}.npy"))
+    return (values.astype(np.float32) * stored_scale(folder)).astype(np.float16) if normalise else values
+
+
+def embed(text_encoder, table, batch_size=512) -> np.ndarray:
+    """φ(t) of every caption: (N, C, D) float32 (unused caption slots stay 0)."""
     encode = tf.function(lambda ids: text_encoder(ids, training=False))
     flat = table.values.reshape(-1, table.values.shape[-1])
     out = np.concatenate([encode(flat[i : i + batch_size]).numpy() for i in range(0, len(flat), batch_size)])
-    return scale * out.reshape(table.values.shape[0], table.values.shape[1], -1)
+    return out.reshape(table.values.shape[0], table.values.shape[1], -1)
 
 
 def embedding_scale(train_embeddings, table) -> float:
-    """One global factor that gives the stored training embeddings a root-mean-square of 1 per dimension.
+    """The global factor that gives the training embeddings a root-mean-square of 1 per dimension.
 
     DS-SJE fixes only the *direction* of φ(t) (its hinge works on dot products with a free
-    image-side scale); our encoders end up with tiny embeddings (RMS ≈ 0.03), and a GAN
-    that adds unit-variance noise to them (z, or CA's ε in chapter 2) then barely sees the
-    text. Rescaling once is the same as choosing the first layer's initial scale; the
-    factor is stored and applied to user captions too.
+    image-side scale); our encoders end up with tiny embeddings (RMS ≈ 0.03). A GAN that adds
+    unit-variance noise to them (CA's ε in chapter 2) then barely sees the text. The factor is
+    stored in ``complete.json``; a profile with ``normalise_text_embeddings`` multiplies every
+    embedding by it (the same as choosing the first layer's initial scale), user captions too.
     """
     used = train_embeddings[table.counts[:, None] > np.arange(train_embeddings.shape[1])[None, :]]
     rms = float(np.sqrt(np.mean(np.square(used.astype(np.float64)))))
@@ -269,10 +276,10 @@ def pretrain(strategy, folder: str, log_dir: str, config: dict, index, images, v
     os.makedirs(folder, exist_ok=True)
     text_encoder.save_weights(os.path.join(folder, "encoder.weights.h5"))
     Vocabulary.from_captions(c for e in index.train for c in e.captions).save(os.path.join(folder, "vocabulary.json"))
-    embeddings = {split: embed(text_encoder, table, scale=1.0) for split, table in tables.items()}
+    embeddings = {split: embed(text_encoder, table) for split, table in tables.items()}
     scale = embedding_scale(embeddings["train"], tables["train"])
     for split, values in embeddings.items():
-        np.save(os.path.join(folder, f"embeddings-{split}.npy"), (values.astype(np.float32) * scale).astype(np.float16))
+        np.save(os.path.join(folder, f"embeddings-{split}.npy"), values.astype(np.float16))
     report = {key: float(values[-1]) for key, values in history.history.items()}
     report["embedding_scale"] = scale
     report["data_fingerprint"] = fingerprint(index)
@@ -283,7 +290,8 @@ def pretrain(strategy, folder: str, log_dir: str, config: dict, index, images, v
 
 
 def encode_user_caption(folder: str, config: dict, caption: str | None) -> np.ndarray:
-    """φ(t) of a caption typed by a user, with the checks users need."""
+    """φ(t) of a caption typed by a user, with the checks users need (× the stored scale when the
+    profile sets ``normalise_text_embeddings``, as in training)."""
     from t2igan.app import UserError
     from t2igan.text import Vocabulary, tokenize
 
@@ -303,7 +311,6 @@ def encode_user_caption(folder: str, config: dict, caption: str | None) -> np.nd
         print(f"Words never seen in training (the encoder still reads their characters): {', '.join(unknown)}")
     encoder = build_text_encoder(config)
     encoder.load_weights(os.path.join(folder, "encoder.weights.h5"))
-    with open(os.path.join(folder, "complete.json"), encoding="utf-8") as file:
-        scale = json.load(file).get("embedding_scale", 1.0)  # runs made before the scale was stored: 1
+    scale = stored_scale(folder) if config.get("normalise_text_embeddings") else 1.0
     ids, _ = codec.encode(caption)
     return scale * encoder(ids[None], training=False).numpy()[0]

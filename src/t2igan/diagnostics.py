@@ -2,7 +2,7 @@
 
 ``python -m t2igan.diagnostics probe RUN_DIR [DATA_FOLDER]``
     Fits a linear classifier per attribute on the run's stored *training* caption
-    embeddings (each caption → the attribute it states) and reports accuracy on the
+    embeddings (standardised per dimension) (each caption → the attribute it states) and reports accuracy on the
     *test* captions. Chance: shape 0.20, colour 0.125, size 0.50, position 0.11.
     If the encoder scores near chance on an attribute, no GAN can draw it from φ(t).
 
@@ -61,6 +61,8 @@ def probe(run_dir: str, data_folder: str, epochs: int = 5) -> dict[str, float]:
 
         x, y = pairs(train, embeddings["train"])
         x_test, y_test = pairs(test, embeddings["test"])
+        mean, std = x.mean(axis=0), x.std(axis=0) + 1e-8  # standardised: the probe does not depend on the scale
+        x, x_test = (x - mean) / std, (x_test - mean) / std
         keras.utils.set_random_seed(0)
         classifier = keras.Sequential([keras.layers.Dense(len(values[attribute]))])
         classifier.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])

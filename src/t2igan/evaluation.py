@@ -51,7 +51,8 @@ def generate_for(plan, generate: Callable, noise_dim: int, seed: int, batch_size
 
 
 def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_samples: int, seed: int,
-                 data_root: str, generator_name: str = "generator") -> dict:
+                 data_root: str, generator_name: str = "generator", extra: Callable | None = None) -> dict:
+    """``extra(plan, images) -> (results, protocol)`` adds a chapter's own metrics (e.g. R-precision)."""
     started = time.time()
     plan = caption_plan(index.test, eval_samples, seed)
     if not plan:
@@ -93,6 +94,10 @@ def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_sa
     else:
         protocol["note"] = ("No domain oracle for this data set. Inception FID / IS / R-precision need the "
                             "metrics module and local Inception weights (docs/metrics.md).")
+    if extra is not None:
+        more_results, more_protocol = extra(plan, images)
+        results.update(more_results)
+        protocol.update(more_protocol)
     summary = {"protocol": protocol, "results": results, "seconds": round(time.time() - started, 1)}
     run.update_metrics("eval", summary)
     _log_to_tensorboard(run, results, latest)

@@ -99,7 +99,8 @@ class Chapter:
             print(f"Text encoder: held-out caption→image top-1 {report.get('val_retrieval_top1', float('nan')):.3f}; "
                   f"saved in {run.text_encoder}")
         char_cnn_rnn.check_embeddings_match(run.text_encoder, index)
-        return {split: char_cnn_rnn.load_embeddings(run.text_encoder, split) for split in ("train", "test")}
+        normalise = bool(config.get("normalise_text_embeddings"))
+        return {split: char_cnn_rnn.load_embeddings(run.text_encoder, split, normalise) for split in ("train", "test")}
 
     # --------------------------------------------------------------- training
     @staticmethod
@@ -124,11 +125,12 @@ class Chapter:
         return Checkpointer(run.checkpoints, max_to_keep=config["checkpoint_keep"], **objects)
 
     def fit(self, gan, run, config, strategy, dataset, *, steps_per_epoch: int, initial_epoch: int, checkpointer,
-            render: Callable[[], np.ndarray], grid_captions: list[str], optimizers: dict, timer, phase: str = "") -> None:
+            render: Callable[[], np.ndarray], grid_captions: list[str], optimizers: dict, timer, phase: str = "",
+            extra_callbacks: Callable | None = None) -> None:
         """``gan.fit`` with the callbacks every chapter uses; records the summary in metrics.json.
 
         ``phase`` names one of several trainings of a run (StackGAN-v1's ``stage1``, ``stage2``):
-        its logs, samples and summary are kept apart.
+        its logs, samples and summary are kept apart. ``extra_callbacks(writer)`` adds a chapter's own.
         """
         import tensorflow as tf
 
@@ -144,6 +146,8 @@ class Chapter:
             cb.TensorBoardLogger(writer, gan.metric_tags, optimizers, config["log_every_steps"]),
             cb.SampleGrid(render, grid_captions, samples, writer, config["sample_every_epochs"]),
         ]
+        if extra_callbacks is not None:
+            callbacks += extra_callbacks(writer)
         logging.info("Training %s: epochs %d → %d, %d steps each, global batch %d, %d replica(s).", self.title,
                      initial_epoch, config["epochs"], steps_per_epoch, config["batch_size"], strategy.num_replicas_in_sync)
         history = gan.fit(dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,

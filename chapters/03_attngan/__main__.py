@@ -1,0 +1,399 @@
+"""Chapter 3 commands: ``python -m chapters.03_attngan {pretrain,train,sample,eval} --flags``.
+
+(``make chapter3-train`` etc. call these.) ``pretrain`` trains DAMSM (text and image
+encoders); ``train`` runs it first when the run has no encoders, then trains AttnGAN
+with the frozen encoders. The networks and losses are in ``model.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from absl import flags, logging
+
+from t2igan import app
+from t2igan.app import FLAGS, UserError
+from t2igan.workflow import Chapter
+
+flags.DEFINE_bool("attention", False, "sample: also write the attention map of every word (ATTN=1).")
+
+chapter = Chapter("03_attngan", 3, "AttnGAN")
+
+
+def _setup(for_training):
+    strategy, run, config = chapter.setup(for_training)
+    sizes = [config["base_size"] * 2**i for i in range(config["stages"])]
+    if sizes[-1] != config["image_size"]:
+        raise UserError(f"image_size {config['image_size']} must equal the last stage's size {sizes[-1]} "
+                        f"(base_size {config['base_size']} × 2^(stages − 1)); change one of them with --set.")
+    return strategy, run, config
+
+
+def noise_width(config) -> int:
+    return config["noise_dim"] + config["condition_dim"]
+
+
+# ----------------------------------------------------------------------------- text
+def _vocabulary(run, index):
+    from t2igan.text import resolve_vocabulary
+
+    os.makedirs(run.text_encoder, exist_ok=True)
+    captions = [c for split in ("train", "test") for e in index.split(split) for c in e.captions]  # AttnGAN: both splits
+    return resolve_vocabulary(os.path.join(run.text_encoder, "vocabulary.json"), captions, index.vocabulary_words)
+
+
+def _id_table(examples, vocabulary):
+    """Every caption's token ids at full length (the pipeline draws AttnGAN's words_num subset per step)."""
+    from t2igan.data.pipeline import caption_tables
+
+    encoded = {}
+    for example in examples:
+        for caption in example.captions:
+            encoded[caption] = vocabulary.encode(caption)[0] or [0]
+    width = max(len(ids) for ids in encoded.values())
+    return caption_tables(examples, lambda caption: (encoded[caption], len(encoded[caption])), width)
+
+
+def _encoders(config, vocabulary_size):
+    import tensorflow as tf
+
+    model = chapter.module("model")
+    text = model.DamsmTextEncoder(vocabulary_size, config["word_embedding_dim"], config["text_hidden"], config["text_dropout"])
+    weights = config["inception_weights"] or None
+    if weights and not os.path.exists(weights):
+        raise UserError(f"inception_weights: {weights} does not exist. Download the Keras InceptionV3 ImageNet weights "
+                        "(inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5) and pass its path.")
+    size = config["damsm_image_size"]
+    image = model.DamsmImageEncoder(config["damsm_backbone"], config["text_hidden"] * 2, weights=weights,
+                                    input_size=size, widths=config["damsm_small_widths"])
+    text([tf.zeros((2, 4), tf.int32), tf.constant([4, 2])])
+    image(tf.zeros((2, config["image_size"], config["image_size"], 3)))
+    return text, image
+
+
+def _damsm_paths(run):
+    return (os.path.join(run.text_encoder, "damsm_text.weights.h5"), os.path.join(run.text_encoder, "damsm_image.weights.h5"),
+            os.path.join(run.text_encoder, "complete.json"))
+
+
+def pretrain_damsm(strategy, run, config, index):
+    """DAMSM (``pretrain_DAMSM.py``): Adam re-created each epoch, lr ×0.98 per epoch down to the floor,
+    text-encoder gradients clipped to 0.25; the weights with the best held-out retrieval are kept."""
+    import keras
+
+    from t2igan import char_cnn_rnn
+    from t2igan.data.pipeline import make_dataset
+
+    model = chapter.module("model")
+    vocabulary = _vocabulary(run, index)
+    tables = {split: _id_table(index.split(split), vocabulary) for split in ("train", "test")}
+    class_ids = {split: np.array([e.class_id for e in index.split(split)], np.int32) for split in ("train", "test")}
+    size = config["damsm_image_size"] if config["damsm_backbone"] == "small" else config["image_size"]
+    images = {split: chapter.images(index, config, split, size) for split in ("train", "test")}
+    batch_size = config["damsm_batch_size"]
+    steps = config["damsm_steps_per_epoch"] or len(images["train"]) // batch_size
+    dataset = make_dataset(images["train"], class_ids["train"], tables["train"], global_batch_size=batch_size,
+                           image_size=size, augment=config["augment"], seed=config["seed"], words_num=config["words_num"])
+    validation = make_dataset(images["test"], class_ids["test"], tables["test"],
+                              global_batch_size=min(batch_size, len(images["test"])), image_size=size, augment=False,
+                              seed=12345, words_num=config["words_num"], repeat=False)
+    validation = validation.take(50)  # official: 50 test batches
+    with strategy.scope():
+        text, image = _encoders(dict(config, image_size=size), len(vocabulary))
+        pretrainer = model.DamsmPretrainer(text, image, config["gamma1"], config["gamma2"], config["gamma3"],
+                                           config["damsm_gradient_clip"], paper_score=config["paper_word_score"])
+        pretrainer.compile(optimizer=keras.optimizers.Adam(config["damsm_learning_rate"], beta_1=0.5, beta_2=0.999))
+        pretrainer.build_optimizer()
+    text_path, image_path, complete_path = _damsm_paths(run)
+
+    class Schedule(keras.callbacks.Callback):
+        """Official per-epoch schedule, and keep the encoders with the best held-out caption → image top-1."""
+
+        def __init__(self):
+            super().__init__()
+            self.best, self.best_epoch = -1.0, 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            rate = config["damsm_learning_rate"] * config["damsm_learning_rate_decay"] ** epoch
+            rate = max(rate, config["damsm_learning_rate_floor"])
+            if config["damsm_reset_optimizer_each_epoch"]:
+                pretrainer.reset_optimizer_state()
+            pretrainer.optimizer.learning_rate.assign(rate)
+
+        def on_epoch_end(self, epoch, logs=None):
+            score = float((logs or {}).get("val_retrieval_top1", -1.0))
+            if score > self.best:
+                self.best, self.best_epoch = score, epoch + 1
+                text.save_weights(text_path)
+                image.save_weights(image_path)
+
+    logging.info("Pretraining DAMSM (%s backbone, %d px): %d epochs × %d steps.", config["damsm_backbone"], size,
+                 config["damsm_epochs"], steps)
+    schedule = Schedule()
+    history = pretrainer.fit(dataset, epochs=config["damsm_epochs"], steps_per_epoch=steps, validation_data=validation,
+                             callbacks=[schedule, keras.callbacks.TensorBoard(os.path.join(run.logs, "damsm"), write_graph=False)],
+                             verbose=app.fit_verbosity())
+    report = {key: float(values[-1]) for key, values in history.history.items()}
+    report.update(best_val_retrieval_top1=schedule.best, best_epoch=schedule.best_epoch)
+    with open(complete_path, "w", encoding="utf-8") as file:
+        json.dump(dict(report, data_fingerprint=char_cnn_rnn.fingerprint(index), vocabulary_size=len(vocabulary)), file, indent=2)
+    run.update_metrics("pretrain", report)
+    print(f"DAMSM: held-out caption→image top-1 {schedule.best:.3f} (epoch {schedule.best_epoch}, kept); "
+          f"saved in {run.text_encoder}")
+
+
+def load_damsm(run, config, index, strategy=None):
+    """The run's pretrained DAMSM encoders (pretraining them first when training and absent)."""
+    from t2igan import char_cnn_rnn
+
+    text_path, image_path, complete_path = _damsm_paths(run)
+    if not os.path.exists(complete_path):
+        if strategy is None:
+            raise UserError(f"No pretrained DAMSM in {run.text_encoder}. Train first: make chapter3-train RUN_DIR={run.path}")
+        pretrain_damsm(strategy, run, config, index)
+    char_cnn_rnn.check_embeddings_match(run.text_encoder, index)
+    vocabulary = _vocabulary(run, index)
+    size = config["damsm_image_size"] if config["damsm_backbone"] == "small" else config["image_size"]
+
+    def build():
+        text, image = _encoders(dict(config, image_size=size), len(vocabulary))
+        text.load_weights(text_path)
+        image.load_weights(image_path)
+        return text, image
+
+    return vocabulary, build
+
+
+# ----------------------------------------------------------------------------- AttnGAN
+def build_gan(config, encoders):
+    import tensorflow as tf
+
+    model = chapter.module("model")
+    text, image = encoders
+    dim = 2 * config["text_hidden"]
+
+    def generator():
+        network = model.AttnGanGenerator(config["noise_dim"], config["condition_dim"], config["generator_width"],
+                                         config["stages"], config["base_size"], config["residual_blocks"],
+                                         config["faithful_mask_bug"])
+        network([tf.zeros((2, config["noise_dim"])), tf.zeros((2, dim)), tf.zeros((2, 3, dim)), tf.ones((2, 3), tf.bool)])
+        return network
+
+    g = generator()
+    discriminator = model.Discriminators(g.sizes, config["discriminator_width"], dim)
+    discriminator([[tf.zeros((2, s, s, 3)) for s in g.sizes], tf.zeros((2, dim))])
+    gan = model.AttnGan(g, discriminator, text, image, config["damsm_weight"], config["kl_weight"], config["uncond_loss"],
+                        config["gamma1"], config["gamma2"], config["gamma3"], config["ema_decay"])
+    gan.enable_ema(generator)
+    return gan
+
+
+def _pad(ids, words_num):
+    from t2igan.text import pad_ids
+
+    return pad_ids(ids, words_num, np.random.default_rng(0))
+
+
+def _test_ids(index, vocabulary, words_num):
+    """Test captions as (ids (N, C, words_num), lengths (N, C)), long ones cut by AttnGAN's rule (seed 0)."""
+    most = max(len(e.captions) for e in index.test)
+    ids = np.zeros((len(index.test), most, words_num), np.int32)
+    lengths = np.ones((len(index.test), most), np.int32)
+    for i, example in enumerate(index.test):
+        for c, caption in enumerate(example.captions):
+            ids[i, c], lengths[i, c] = _pad(vocabulary.encode(caption)[0] or [0], words_num)
+    return ids, np.maximum(lengths, 1)
+
+
+def _side_by_side(stage_images, rows, columns, size):
+    import tensorflow as tf
+
+    blocks = [tf.image.resize(images, [size, size], "nearest").numpy().reshape(rows, columns, size, size, 3)
+              for images in stage_images]
+    return np.concatenate(blocks, axis=1)
+
+
+def attention_grid(image, maps, length, size):
+    """One row: the image, then each word's attention map (last attention stage) over it."""
+    import tensorflow as tf
+
+    row = [image]
+    for t in range(length):
+        heat = tf.image.resize(maps[t][..., None], [size, size], "bilinear").numpy()
+        heat = heat / max(float(heat.max()), 1e-8)
+        row.append(np.clip(0.35 * image + (heat * 2 - 1) * np.array([1.0, 0.6, 0.2]) * 0.9, -1, 1))
+    return np.stack(row)
+
+
+def train():
+    from t2igan.data.pipeline import make_dataset
+    from t2igan.training.run import Timer
+
+    strategy, run, config = _setup(for_training=True)
+    timer = Timer()
+    index = chapter.load_data(config, for_training=True)
+    vocabulary, build_encoders = load_damsm(run, config, index, strategy)
+    table = _id_table(index.train, vocabulary)
+    images = chapter.images(index, config, "train")
+    batch_size = config["batch_size"]
+    steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
+    with strategy.scope():
+        gan = build_gan(config, build_encoders())
+        optimizers = {name: chapter.adam(config, len(images) // batch_size, config[f"learning_rate_{name}"])
+                      for name in ("generator", "discriminator")}
+        gan.compile(optimizers["generator"], optimizers["discriminator"], jit_compile=FLAGS.jit_compile)
+        gan.build_optimizers()
+    checkpointer = chapter.checkpointer(run, config, gan, generator_optimizer=optimizers["generator"],
+                                        discriminator_optimizer=optimizers["discriminator"])
+    initial_epoch = checkpointer.restore()
+    if chapter.already_trained(run, config, initial_epoch):
+        return
+    class_ids = np.array([e.class_id for e in index.train], np.int32)
+    dataset = make_dataset(images, class_ids, table, global_batch_size=batch_size, image_size=config["image_size"],
+                           augment=config["augment"], seed=config["seed"], words_num=config["words_num"],
+                           noise_shape=(1, noise_width(config)), start_step=initial_epoch * steps_per_epoch)
+    rows, columns = min(8, len(index.test)), 4
+    test_ids, test_lengths = _test_ids(index, vocabulary, config["words_num"])
+    grid_ids = np.repeat(test_ids[:rows, 0], columns, axis=0)
+    grid_lengths = np.repeat(test_lengths[:rows, 0], columns, axis=0)
+    grid_noise = np.random.default_rng(1234).standard_normal((rows * columns, noise_width(config))).astype(np.float32)
+    size = config["image_size"]
+
+    def render():
+        return _side_by_side(gan.generate(grid_noise, grid_ids, grid_lengths, all_stages=True), rows, columns, size)
+
+    chapter.fit(gan, run, config, strategy, dataset, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+                checkpointer=checkpointer, render=render, grid_captions=[index.test[i].captions[0] for i in range(rows)],
+                optimizers=optimizers, timer=timer,
+                extra_callbacks=lambda writer: [AttentionMaps(gan, grid_ids[::columns][:4], grid_lengths[::columns][:4],
+                                                              grid_noise[::columns][:4], vocabulary, size, writer)])
+
+
+def AttentionMaps(gan, ids, lengths, noise, vocabulary, size, writer):  # noqa: N802 (a callback factory)
+    """TensorBoard ``attention/words``: per fixed caption, the image and each word's attention map."""
+    import keras
+    import tensorflow as tf
+
+    from t2igan.sampling import make_grid
+
+    class Callback(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            images, maps = gan.generate(noise, ids, lengths, return_attention=True)
+            images, maps = images.numpy(), maps[-1].numpy()
+            longest = int(lengths.max())
+            rows = []
+            for b in range(len(ids)):
+                row = attention_grid(images[b], maps[b], int(lengths[b]), size)
+                pad = np.full((longest + 1 - len(row), size, size, 3), -1.0, np.float32)
+                rows.append(np.concatenate([row, pad]))
+            grid = make_grid(np.stack(rows))
+            with writer.as_default(step=int(gan.generator_optimizer.iterations.numpy())):
+                tf.summary.image("attention/words", grid[None].astype(np.float32) / 255.0)
+                if epoch == 0:
+                    tf.summary.text("attention/captions", "\n\n".join(
+                        f"{i}. " + " | ".join(vocabulary.words[t] for t in row[: int(n)]) for i, (row, n) in enumerate(zip(ids, lengths))))
+
+    return Callback()
+
+
+def _restored(run, config):
+    index = chapter.load_data(config, for_training=False)
+    vocabulary, build_encoders = load_damsm(run, config, index)
+    gan = chapter.restore_generator(run, build_gan(config, build_encoders()))
+    return index, vocabulary, gan
+
+
+def _encode_user_caption(vocabulary, caption, words_num):
+    from t2igan.text import tokenize
+
+    if caption is None or not caption.strip():
+        raise UserError('The caption is empty. Pass one with TEXT="a small red circle in the top left".')
+    ids, unknown = vocabulary.encode(caption)
+    if not ids:
+        raise UserError(f"None of the words of {caption!r} are in the vocabulary; the model cannot draw it. "
+                        f"Known words include: {', '.join(vocabulary.words[1:21])} …")
+    if unknown:
+        print(f"Words not in the vocabulary (dropped): {', '.join(unknown)}")
+    if len(tokenize(caption)) > 1000:
+        raise UserError("The caption is longer than 1,000 words; shorten it.")
+    if len(ids) > words_num:
+        print(f"The caption has {len(ids)} known words; the model reads {words_num} (AttnGAN's ordered random subset).")
+    return _pad(ids, words_num)
+
+
+def sample():
+    from t2igan.sampling import make_grid, save_png
+
+    _, run, config = _setup(for_training=False)
+    chapter.check_sample_count()
+    _, vocabulary, gan = _restored(run, config)
+    words_num = config["words_num"]
+    ids, length = _encode_user_caption(vocabulary, FLAGS.text, words_num)
+    n = FLAGS.n
+    noise = chapter.sample_noise(n, noise_width(config))
+    if FLAGS.interpolate_to:
+        raise UserError("--interpolate_to is chapter 1's (GAN-INT); AttnGAN conditions on words, not one vector.")
+    batch_ids, batch_lengths = np.repeat(ids[None], n, axis=0), np.full(n, length, np.int32)
+    images, maps = gan.generate(noise, batch_ids, batch_lengths, return_attention=True)
+    path = chapter.sample_path(run)
+    save_png(make_grid(images.numpy()[None]), path, scale=2)
+    print(path)
+    if FLAGS.attention:
+        size = config["image_size"]
+        rows = np.stack([attention_grid(images.numpy()[b], maps[-1].numpy()[b], length, size) for b in range(min(n, 4))])
+        attention_path = path[:-4] + "-attention.png"
+        save_png(make_grid(rows), attention_path, scale=2)
+        print("Columns: the image, then " + " | ".join(vocabulary.words[t] for t in ids[:length]))
+        print(attention_path)
+
+
+def evaluate():
+    from t2igan import evaluation
+
+    _, run, config = _setup(for_training=False)
+    index, vocabulary, gan = _restored(run, config)
+    ids, lengths = _test_ids(index, vocabulary, config["words_num"])
+
+    def generate(example_indices, caption_indices, noise):
+        return gan.generate(noise, ids[example_indices, caption_indices], lengths[example_indices, caption_indices]).numpy()
+
+    def r_precision(plan, images):
+        """DM-GAN's R-precision with this run's DAMSM encoders (1 true + 99 mismatched captions)."""
+        from t2igan.metrics.r_precision import r_precision as compute
+
+        examples = np.array([e for e, _ in plan])
+        flat_ids, flat_lengths = ids.reshape(-1, ids.shape[-1]), lengths.reshape(-1)
+        captions_per_image = ids.shape[1]
+        present = np.array([c < len(index.test[e].captions) for e in range(len(index.test))
+                            for c in range(captions_per_image)])
+        sentences = np.concatenate([
+            gan.text_encoder([flat_ids[i : i + 500], flat_lengths[i : i + 500]], training=False)[1].numpy()
+            for i in range(0, len(flat_ids), 500)])
+        image_features = np.concatenate([gan.image_encoder(images[i : i + 250], training=False)[1].numpy()
+                                         for i in range(0, len(images), 250)])
+        rows = np.flatnonzero(present)
+        position = {row: k for k, row in enumerate(rows)}
+        own = np.array([position[e * captions_per_image + c] for e, c in plan])
+        mean, std, _ = compute(image_features, sentences[rows], own, rows // captions_per_image, examples,
+                               seed=FLAGS.sample_seed)
+        protocol = {"r_precision": (f"R = 1 of 100 candidates (own caption + 99 of other test images, seed "
+                                    f"{FLAGS.sample_seed}), cosine of this run's DAMSM global image and sentence "
+                                    f"features, mean ± std over 10 folds of {len(images)} images")}
+        return {"r_precision": mean, "r_precision_std": std}, protocol
+
+    evaluation.evaluate_run(run, config, index, generate, noise_width(config), FLAGS.eval_samples, FLAGS.sample_seed,
+                            FLAGS.data_root, generator_name=f"EMA generator (largest stage, {config['image_size']} px)",
+                            extra=r_precision)
+
+
+def pretrain():
+    """``chapter3-pretrain``: (re)train DAMSM for this run."""
+    strategy, run, config = _setup(for_training=True)
+    index = chapter.load_data(config, for_training=True)
+    pretrain_damsm(strategy, run, config, index)
+
+
+if __name__ == "__main__":
+    chapter.run({"pretrain": pretrain, "train": train, "sample": sample, "eval": evaluate})

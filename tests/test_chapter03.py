@@ -1,0 +1,70 @@
+"""Chapter 3 (DAMSM + AttnGAN): every entry point end to end (networks and losses: test_chapter03_model.py)."""
+
+import glob
+import json
+
+import pytest
+import tensorflow as tf
+
+from conftest import run_chapter
+
+CHAPTER = "03_attngan"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("chapter03")
+
+
+def common(workspace, run_dir, *extra):
+    return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}", *extra]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(workspace):
+    run_dir = workspace / "run"
+    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DAMSM: held-out caption→image top-1" in result.stdout
+    return run_dir
+
+
+def test_smoke_run_pretrains_damsm_then_trains_attngan(smoke_run):
+    encoder = smoke_run / "text_encoder"
+    for name in ("damsm_text.weights.h5", "damsm_image.weights.h5", "vocabulary.json", "complete.json"):
+        assert (encoder / name).exists(), name
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert "best_val_retrieval_top1" in metrics["pretrain"] and metrics["train"]["steps"] == 4
+    tags = set()
+    for path in glob.glob(str(smoke_run / "logs" / "train" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    for tag in ("loss/damsm", "loss/kl", "loss/discriminator_32px", "samples/fixed_captions", "attention/words",
+                "attention/captions"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+    assert glob.glob(str(smoke_run / "logs" / "damsm" / "train" / "events.*"))
+
+
+def test_sample_with_attention_maps_and_eval(smoke_run, workspace):
+    sampled = run_chapter(CHAPTER, "sample", *common(workspace, smoke_run), "--text=a big blue star near the zorbly top",
+                          "--n=2", "--attention")
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert "zorbly" in sampled.stdout and sampled.stdout.strip().endswith("-attention.png")
+    attention = tf.io.decode_png(tf.io.read_file(sampled.stdout.strip().splitlines()[-1]))
+    assert attention.shape[1] > attention.shape[0]  # image + one map per known word, per row
+    refused = run_chapter(CHAPTER, "sample", *common(workspace, smoke_run), "--text=zorbly quux")
+    assert refused.returncode == 2 and "None of the words" in refused.stderr
+    evaluated = run_chapter(CHAPTER, "eval", *common(workspace, smoke_run))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "oracle_accuracy/shape" in json.loads((smoke_run / "metrics.json").read_text())["eval"]["results"]
+
+
+def test_birds_mini_with_the_official_vocabulary_on_two_replicas(shared_data, workspace):
+    run_dir = workspace / "birds"
+    result = run_chapter(CHAPTER, "train", "--profile=smoke", "--dataset=birds", f"--data_dir={shared_data}/birds-mini",
+                         f"--metadata_dir={shared_data}/birds-metadata", "--cpu_replicas=2", f"--run_dir={run_dir}",
+                         f"--data_root={workspace / 'data'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Missing images" in result.stdout and "2 replica(s)" in result.stderr
+    vocabulary = json.loads((run_dir / "text_encoder" / "vocabulary.json").read_text())["words"]
+    assert len(vocabulary) == 5450 and vocabulary[0] == "<end>"

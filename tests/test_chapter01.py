@@ -226,15 +226,10 @@ def test_killed_training_resumes_from_the_last_checkpoint(workspace):
 
 def test_birds_mini_trains_and_reports_missing_images(shared_data, workspace):
     result = run_chapter(CHAPTER, "train", "--profile=smoke", "--dataset=birds", f"--data_dir={shared_data}/birds-mini",
-                         f"--run_dir={workspace / 'birds'}", f"--data_root={workspace / 'data'}")
+                         f"--run_dir={workspace / 'birds'}", f"--data_root={workspace / 'data'}", "--cpu_replicas=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Missing images" in result.stdout and "train 60" in result.stdout and "test 2724" in result.stdout
-
-
-def test_two_cpu_replicas_train_end_to_end(workspace):
-    result = run_chapter(CHAPTER, "train", *common(workspace, workspace / "replicas"), "--cpu_replicas=2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 replica(s)" in result.stderr
+    assert "2 replica(s)" in result.stderr  # the whole command path under a 2-replica MirroredStrategy
 
 
 def _free_ports(count):

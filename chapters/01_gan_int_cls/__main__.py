@@ -61,15 +61,8 @@ def train():
     batch_size = config["batch_size"]
     steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
 
-    with strategy.scope():
-        gan = build_gan(config)
-        optimizers = {name: chapter.adam(config, len(images) // batch_size, config[f"learning_rate_{name}"])
-                      for name in ("generator", "discriminator")}
-        gan.compile(optimizers["generator"], optimizers["discriminator"], jit_compile=FLAGS.jit_compile)
-        gan.build_optimizers()
-    checkpointer = chapter.checkpointer(run, config, gan, generator_optimizer=optimizers["generator"],
-                                        discriminator_optimizer=optimizers["discriminator"])
-    initial_epoch = checkpointer.restore()
+    gan, optimizers, checkpointer, initial_epoch = chapter.build_for_training(
+        strategy, run, config, lambda: build_gan(config), len(images) // batch_size)
     if chapter.already_trained(run, config, initial_epoch):
         return
     class_ids = np.array([e.class_id for e in index.train], np.int32)

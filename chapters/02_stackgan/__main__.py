@@ -19,6 +19,8 @@ from absl import flags
 
 from t2igan import app, char_cnn_rnn
 from t2igan.app import FLAGS, UserError
+from t2igan.sampling import stages_side_by_side
+from t2igan.stages import check_stage_sizes
 from t2igan.workflow import Chapter
 
 flags.DEFINE_enum("variant", "v2", ["v2", "v1"], "v2: StackGAN++ (joint tree); v1: StackGAN-v1 (stage I, then stage II).")
@@ -38,10 +40,7 @@ def _setup(for_training):
             config.update({key: value for key, value in v1.items() if key not in explicit})
 
     strategy, run, config = chapter.setup(for_training, adjust)
-    sizes = [config["base_size"] * 2**i for i in range(config["stages"])]
-    if sizes[-1] != config["image_size"]:
-        raise UserError(f"image_size {config['image_size']} must equal the last stage's size {sizes[-1]} "
-                        f"(base_size {config['base_size']} × 2^(stages − 1)); change one of them with --set.")
+    check_stage_sizes(config)
     return strategy, run, config
 
 
@@ -138,35 +137,15 @@ def _grid(config, embeddings, index):
     return captions, text, noise, rows, columns
 
 
-def _side_by_side(stage_images, rows, columns, size):
-    """Rows: captions; columns: each stage's images (same noise), upsampled to the largest size."""
-    import tensorflow as tf
-
-    blocks = [tf.image.resize(images, [size, size], "nearest").numpy().reshape(rows, columns, size, size, 3)
-              for images in stage_images]
-    return np.concatenate(blocks, axis=1)
-
-
 def _train_phase(strategy, run, config, index, embeddings, gan_builder, image_size, epochs, folder, timer, phase=""):
     from t2igan.data.pipeline import TextTable, make_dataset
-    from t2igan.training.run import Checkpointer
 
     phase_config = dict(config, epochs=epochs)
     images = chapter.images(index, config, "train", image_size)
     batch_size = config["batch_size"]
     steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
-    with strategy.scope():
-        gan = gan_builder()
-        optimizers = {name: chapter.adam(phase_config, len(images) // batch_size, config[f"learning_rate_{name}"])
-                      for name in ("generator", "discriminator")}
-        gan.compile(optimizers["generator"], optimizers["discriminator"], jit_compile=FLAGS.jit_compile)
-        gan.build_optimizers()
-    objects = dict(generator=gan.generator, discriminator=gan.discriminator,
-                   generator_optimizer=optimizers["generator"], discriminator_optimizer=optimizers["discriminator"])
-    if gan.ema_generator is not None:
-        objects["ema_generator"] = gan.ema_generator
-    checkpointer = Checkpointer(folder, max_to_keep=config["checkpoint_keep"], **objects)
-    initial_epoch = checkpointer.restore()
+    gan, optimizers, checkpointer, initial_epoch = chapter.build_for_training(
+        strategy, run, phase_config, gan_builder, len(images) // batch_size, folder)
     if getattr(gan, "stage_one", None) is not None:
         _restore_stage_one(run, gan)
     if initial_epoch >= epochs:
@@ -179,7 +158,7 @@ def _train_phase(strategy, run, config, index, embeddings, gan_builder, image_si
                            captions_per_sample=config["captions_per_sample"], noise_shape=(1, noise_width(config)),
                            start_step=initial_epoch * steps_per_epoch)
     captions, text, noise, rows, columns = _grid(config, embeddings, index)
-    render = lambda: _side_by_side(gan.generate(noise, text, all_stages=True), rows, columns, image_size)
+    render = lambda: stages_side_by_side(gan.generate(noise, text, all_stages=True), rows, columns, image_size)
     chapter.fit(gan, run, phase_config, strategy, dataset, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
                 checkpointer=checkpointer, render=render, grid_captions=captions, optimizers=optimizers, timer=timer, phase=phase)
     return gan

@@ -15,6 +15,8 @@ from absl import flags, logging
 
 from t2igan import app
 from t2igan.app import FLAGS, UserError
+from t2igan.sampling import stages_side_by_side
+from t2igan.stages import check_stage_sizes
 from t2igan.workflow import Chapter
 
 flags.DEFINE_bool("attention", False, "sample: also write the attention map of every word (ATTN=1).")
@@ -24,10 +26,7 @@ chapter = Chapter("03_attngan", 3, "AttnGAN")
 
 def _setup(for_training):
     strategy, run, config = chapter.setup(for_training)
-    sizes = [config["base_size"] * 2**i for i in range(config["stages"])]
-    if sizes[-1] != config["image_size"]:
-        raise UserError(f"image_size {config['image_size']} must equal the last stage's size {sizes[-1]} "
-                        f"(base_size {config['base_size']} × 2^(stages − 1)); change one of them with --set.")
+    check_stage_sizes(config)
     return strategy, run, config
 
 
@@ -207,14 +206,6 @@ def _test_ids(index, vocabulary, words_num):
     return ids, np.maximum(lengths, 1)
 
 
-def _side_by_side(stage_images, rows, columns, size):
-    import tensorflow as tf
-
-    blocks = [tf.image.resize(images, [size, size], "nearest").numpy().reshape(rows, columns, size, size, 3)
-              for images in stage_images]
-    return np.concatenate(blocks, axis=1)
-
-
 def attention_grid(image, maps, length, size):
     """One row: the image, then each word's attention map (last attention stage) over it."""
     import tensorflow as tf
@@ -239,15 +230,8 @@ def train():
     images = chapter.images(index, config, "train")
     batch_size = config["batch_size"]
     steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
-    with strategy.scope():
-        gan = build_gan(config, build_encoders())
-        optimizers = {name: chapter.adam(config, len(images) // batch_size, config[f"learning_rate_{name}"])
-                      for name in ("generator", "discriminator")}
-        gan.compile(optimizers["generator"], optimizers["discriminator"], jit_compile=FLAGS.jit_compile)
-        gan.build_optimizers()
-    checkpointer = chapter.checkpointer(run, config, gan, generator_optimizer=optimizers["generator"],
-                                        discriminator_optimizer=optimizers["discriminator"])
-    initial_epoch = checkpointer.restore()
+    gan, optimizers, checkpointer, initial_epoch = chapter.build_for_training(
+        strategy, run, config, lambda: build_gan(config, build_encoders()), len(images) // batch_size)
     if chapter.already_trained(run, config, initial_epoch):
         return
     class_ids = np.array([e.class_id for e in index.train], np.int32)
@@ -262,7 +246,7 @@ def train():
     size = config["image_size"]
 
     def render():
-        return _side_by_side(gan.generate(grid_noise, grid_ids, grid_lengths, all_stages=True), rows, columns, size)
+        return stages_side_by_side(gan.generate(grid_noise, grid_ids, grid_lengths, all_stages=True), rows, columns, size)
 
     chapter.fit(gan, run, config, strategy, dataset, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
                 checkpointer=checkpointer, render=render, grid_captions=[index.test[i].captions[0] for i in range(rows)],

@@ -46,3 +46,13 @@ def interpolation_weights(steps: int) -> np.ndarray:
     if steps < 2:
         raise ValueError(f"Interpolation needs at least 2 steps, got {steps}.")
     return np.linspace(0.0, 1.0, steps, dtype=np.float32)
+
+
+def stages_side_by_side(stage_images, rows: int, columns: int, size: int) -> np.ndarray:
+    """Multi-stage samples as one grid: rows = captions, each stage's ``columns`` images (the same
+    noise) side by side, up-sampled (nearest) to the largest ``size``. → (rows, stages·columns, size, size, 3)."""
+    import tensorflow as tf
+
+    blocks = [tf.image.resize(images, [size, size], "nearest").numpy().reshape(rows, columns, size, size, 3)
+              for images in stage_images]
+    return np.concatenate(blocks, axis=1)

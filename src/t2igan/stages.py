@@ -41,6 +41,15 @@ def conv3x3(filters, **kwargs):
     return layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=orthogonal(), **kwargs)
 
 
+def check_stage_sizes(config) -> list[int]:
+    """Stage sizes base·2^k; the last must be the profile's image_size (a clear error otherwise)."""
+    sizes = [config["base_size"] * 2**i for i in range(config["stages"])]
+    if sizes[-1] != config["image_size"]:
+        raise ValueError(f"image_size {config['image_size']} must equal the last stage's size {sizes[-1]} "
+                         f"(base_size {config['base_size']} × 2^(stages − 1)); change one of them with --set.")
+    return sizes
+
+
 def glu(x):
     """Gated linear unit over channels: first half · sigmoid(second half)."""
     a, b = tf.split(x, 2, axis=-1)

@@ -116,14 +116,6 @@ class Chapter:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer
 
-    def checkpointer(self, run, config, gan, **optimizers):
-        from t2igan.training.run import Checkpointer
-
-        objects = dict(generator=gan.generator, discriminator=gan.discriminator, **optimizers)
-        if gan.ema_generator is not None:
-            objects["ema_generator"] = gan.ema_generator
-        return Checkpointer(run.checkpoints, max_to_keep=config["checkpoint_keep"], **objects)
-
     def fit(self, gan, run, config, strategy, dataset, *, steps_per_epoch: int, initial_epoch: int, checkpointer,
             render: Callable[[], np.ndarray], grid_captions: list[str], optimizers: dict, timer, phase: str = "",
             extra_callbacks: Callable | None = None) -> None:
@@ -160,6 +152,26 @@ class Chapter:
                                      "seconds_this_session": round(timer.elapsed(), 1), "final": final})
         print(f"Trained to epoch {config['epochs']} in {timer.elapsed():.0f} s. "
               f"Samples: {samples}  TensorBoard: make tensorboard")
+
+    def build_for_training(self, strategy, run, config, build: Callable, steps_per_data_epoch: int, folder: str | None = None):
+        """Build the GAN and its two Adams in the strategy scope, then restore the last checkpoint.
+
+        Returns ``(gan, optimizers, checkpointer, initial_epoch)``; ``folder`` overrides ``run.checkpoints``.
+        """
+        from t2igan.training.run import Checkpointer
+
+        with strategy.scope():
+            gan = build()
+            optimizers = {name: self.adam(config, steps_per_data_epoch, config[f"learning_rate_{name}"])
+                          for name in ("generator", "discriminator")}
+            gan.compile(optimizers["generator"], optimizers["discriminator"], jit_compile=FLAGS.jit_compile)
+            gan.build_optimizers()
+        objects = dict(generator=gan.generator, discriminator=gan.discriminator,
+                       generator_optimizer=optimizers["generator"], discriminator_optimizer=optimizers["discriminator"])
+        if gan.ema_generator is not None:
+            objects["ema_generator"] = gan.ema_generator
+        checkpointer = Checkpointer(folder or run.checkpoints, max_to_keep=config["checkpoint_keep"], **objects)
+        return gan, optimizers, checkpointer, checkpointer.restore()
 
     def already_trained(self, run, config, initial_epoch) -> bool:
         if initial_epoch >= config["epochs"]:

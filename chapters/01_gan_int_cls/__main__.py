@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from t2igan import app, char_cnn_rnn
+from t2igan import char_cnn_rnn
 from t2igan.app import FLAGS
 from t2igan.workflow import Chapter
 
@@ -40,33 +40,27 @@ def build_gan(config):
 def pretrain():
     """``chapter1-pretrain``: (re)train the char-CNN-RNN text encoder φ(t) with DS-SJE."""
     strategy, run, config = chapter.setup(for_training=True)
-    index = chapter.load_data(config, for_training=True)
-    report = char_cnn_rnn.pretrain(strategy, run.text_encoder, run.logs, config, index,
-                                   lambda split: chapter.images(index, config, split), verbose=app.fit_verbosity())
-    run.update_metrics("pretrain", report)
-    print(f"Text encoder: held-out caption→image top-1 {report.get('val_retrieval_top1', float('nan')):.3f}; "
-          f"saved in {run.text_encoder}")
+    chapter.pretrain_char_encoder(strategy, run, config, chapter.load_data(config, for_training=True))
 
 
 def train():
-    from t2igan.data.pipeline import TextTable, make_dataset
+    from t2igan.data.pipeline import make_dataset
     from t2igan.training.run import Timer
 
     strategy, run, config = chapter.setup(for_training=True)
     timer = Timer()
     index = chapter.load_data(config, for_training=True)
-    embeddings = chapter.char_embeddings(strategy, run, config, index)
-    counts = np.array([max(1, min(len(e.captions), embeddings["train"].shape[1])) for e in index.train], np.int32)
+    text = chapter.char_embeddings(strategy, run, config, index)
     images = chapter.images(index, config, "train")
     batch_size = config["batch_size"]
     steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
 
     gan, optimizers, checkpointer, initial_epoch = chapter.build_for_training(
         strategy, run, config, lambda: build_gan(config), len(images) // batch_size)
-    if chapter.already_trained(run, config, initial_epoch):
+    if chapter.already_trained(run.path, config["epochs"], initial_epoch):
         return
     class_ids = np.array([e.class_id for e in index.train], np.int32)
-    dataset = make_dataset(images, class_ids, TextTable(embeddings["train"], counts), global_batch_size=batch_size,
+    dataset = make_dataset(images, class_ids, text["train"], global_batch_size=batch_size,
                            image_size=config["image_size"], augment=config["augment"], seed=config["seed"],
                            captions_per_sample=config["captions_per_sample"], noise_shape=(3, config["noise_dim"]),
                            start_step=initial_epoch * steps_per_epoch)
@@ -74,7 +68,7 @@ def train():
     # Fixed captions × fixed noise for the sample grid: the same every epoch.
     rows = min(8, len(index.test))
     grid_captions = [index.test[i].captions[0] for i in range(rows)]
-    grid_text = np.repeat(embeddings["test"][:rows, 0].astype(np.float32), 8, axis=0)
+    grid_text = np.repeat(text["test"].values[:rows, 0].astype(np.float32), 8, axis=0)
     grid_noise = np.random.default_rng(1234).standard_normal((rows * 8, config["noise_dim"])).astype(np.float32)
     size = config["image_size"]
 
@@ -99,7 +93,7 @@ def evaluate():
 
     _, run, config = chapter.setup(for_training=False)
     index = chapter.load_data(config, for_training=False)
-    embeddings = chapter.char_embeddings(None, run, config, index)["test"]
+    embeddings = chapter.char_embeddings(None, run, config, index)["test"].values
     gan = chapter.restore_generator(run, build_gan(config))
 
     def generate(example_indices, caption_indices, noise):

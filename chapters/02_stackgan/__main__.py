@@ -121,24 +121,20 @@ def _restore_stage_one(run, gan):
 def pretrain():
     """``chapter2-pretrain``: (re)train the char-CNN-RNN text encoder (chapter 1's) for this run."""
     strategy, run, config = _setup(for_training=True)
-    index = chapter.load_data(config, for_training=True)
-    report = char_cnn_rnn.pretrain(strategy, run.text_encoder, run.logs, config, index,
-                                   lambda split: chapter.images(index, config, split), verbose=app.fit_verbosity())
-    run.update_metrics("pretrain", report)
-    print(f"Text encoder: held-out caption→image top-1 {report.get('val_retrieval_top1', float('nan')):.3f}")
+    chapter.pretrain_char_encoder(strategy, run, config, chapter.load_data(config, for_training=True))
 
 
 def _grid(config, embeddings, index):
     rows = min(8, len(index.test))
     captions = [index.test[i].captions[0] for i in range(rows)]
     columns = 4
-    text = np.repeat(embeddings["test"][:rows, 0].astype(np.float32), columns, axis=0)
+    text = np.repeat(embeddings["test"].values[:rows, 0].astype(np.float32), columns, axis=0)
     noise = np.random.default_rng(1234).standard_normal((rows * columns, noise_width(config))).astype(np.float32)
     return captions, text, noise, rows, columns
 
 
 def _train_phase(strategy, run, config, index, embeddings, gan_builder, image_size, epochs, folder, timer, phase=""):
-    from t2igan.data.pipeline import TextTable, make_dataset
+    from t2igan.data.pipeline import make_dataset
 
     phase_config = dict(config, epochs=epochs)
     images = chapter.images(index, config, "train", image_size)
@@ -148,12 +144,10 @@ def _train_phase(strategy, run, config, index, embeddings, gan_builder, image_si
         strategy, run, phase_config, gan_builder, len(images) // batch_size, folder)
     if getattr(gan, "stage_one", None) is not None:
         _restore_stage_one(run, gan)
-    if initial_epoch >= epochs:
-        print(f"{folder} already trained for {initial_epoch} epochs (asked: {epochs}).")
+    if chapter.already_trained(folder, epochs, initial_epoch):
         return gan
-    counts = np.array([max(1, min(len(e.captions), embeddings["train"].shape[1])) for e in index.train], np.int32)
     class_ids = np.array([e.class_id for e in index.train], np.int32)
-    dataset = make_dataset(images, class_ids, TextTable(embeddings["train"], counts), global_batch_size=batch_size,
+    dataset = make_dataset(images, class_ids, embeddings["train"], global_batch_size=batch_size,
                            image_size=image_size, augment=config["augment"], seed=config["seed"],
                            captions_per_sample=config["captions_per_sample"], noise_shape=(1, noise_width(config)),
                            start_step=initial_epoch * steps_per_epoch)
@@ -184,13 +178,8 @@ def train():
 
 
 def _restored_gan(run, config):
-    from t2igan.training.run import Checkpointer
-
     if config.get("variant") == "v1":
-        gan = build_v1(config, 2)
-        if Checkpointer(_stage_folder(run, 2), generator=gan.generator).restore() == 0:
-            raise UserError(f"No stage-II checkpoint in {_stage_folder(run, 2)}. Train first: "
-                            f"make chapter2-train VARIANT=v1 RUN_DIR={run.path}")
+        gan = chapter.restore_generator(run, build_v1(config, 2), _stage_folder(run, 2), "make chapter2-train VARIANT=v1")
         _restore_stage_one(run, gan)
         return gan
     return chapter.restore_generator(run, build_v2(config))
@@ -210,7 +199,7 @@ def evaluate():
 
     _, run, config = _setup(for_training=False)
     index = chapter.load_data(config, for_training=False)
-    embeddings = chapter.char_embeddings(None, run, config, index)["test"]
+    embeddings = chapter.char_embeddings(None, run, config, index)["test"].values
     gan = _restored_gan(run, config)
 
     def generate(example_indices, caption_indices, noise):

@@ -105,10 +105,10 @@ class Discriminators(keras.Model):
     """The per-stage discriminators as one Keras model (one optimizer: Adam is per-variable, so
     one Adam over all three equals the three Adams of the official code)."""
 
-    def __init__(self, sizes, base_width=64, condition_dim=128, **kwargs):
+    def __init__(self, sizes, base_width=64, condition_dim=128, text_first=True, **kwargs):
         super().__init__(**kwargs)
         self.sizes = list(sizes)
-        self.stages = [StageDiscriminator(size, base_width, condition_dim) for size in self.sizes]
+        self.stages = [StageDiscriminator(size, base_width, condition_dim, text_first) for size in self.sizes]
 
     def call(self, inputs, training=False):
         images, condition = inputs
@@ -136,22 +136,20 @@ class StackGanPlusPlus(ConditionalGAN):
     """
 
     def __init__(self, generator, discriminator, kl_weight=2.0, uncond_weight=1.0, colour_weight=0.0,
-                 ema_decay=0.999, **kwargs):
+                 ema_decay=0.999, extra_tags=None, **kwargs):
         super().__init__(ema_decay=ema_decay, **kwargs)
         self.generator, self.discriminator = generator, discriminator
         self.kl_weight, self.uncond_weight, self.colour_weight = kl_weight, uncond_weight, colour_weight
         self.sizes = generator.sizes
-        self.metric_tags = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "kl": "loss/kl"}
-        names = ["d_loss", "g_loss", "kl"]
+        # ``extra_tags``: a subclass's own metrics (AttnGAN's DAMSM terms), name → TensorBoard tag.
+        self.metric_tags = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "kl": "loss/kl", **(extra_tags or {})}
         for size in self.sizes:
             for name, tag in [("d_loss", "loss/discriminator"), ("g_loss", "loss/generator"), ("d_real", "score/real_right"),
                               ("d_wrong", "score/real_wrong"), ("d_fake", "score/fake_right")]:
                 self.metric_tags[f"{name}_{size}"] = f"{tag}_{size}px"
-                names.append(f"{name}_{size}")
         if colour_weight:
             self.metric_tags["colour"] = "loss/colour_consistency"
-            names.append("colour")
-        self.track(*names)
+        self.track(*self.metric_tags)
 
     def split_noise(self, noise):
         """The pipeline's noise row carries z and the CA's ε side by side."""
@@ -169,6 +167,33 @@ class StackGanPlusPlus(ConditionalGAN):
         else:
             per_example = real_loss + 0.5 * (wrong_loss + fake_loss)
         return per_example, tf.sigmoid(real_c), tf.sigmoid(wrong_c), tf.sigmoid(fake_c)
+
+    def update_discriminators(self, stage_loss, logs):
+        """One step of the discriminator optimizer over every stage's D.
+
+        ``stage_loss(i, d)`` → (per-example loss, D(real), D(wrong), D(fake)) of stage i; the scores
+        and losses go into ``logs`` under the stage's size. Returns the summed per-example loss.
+        """
+        with tf.GradientTape() as tape:
+            total = 0.0
+            for i, (size, d) in enumerate(zip(self.sizes, self.discriminator.stages)):
+                per_example, s_real, s_wrong, s_fake = stage_loss(i, d)
+                total += per_example
+                logs.update({f"d_loss_{size}": per_example, f"d_real_{size}": s_real, f"d_wrong_{size}": s_wrong,
+                             f"d_fake_{size}": s_fake})
+            loss = self.average(total)
+        self.apply(self.discriminator_optimizer, tape, loss, self.discriminator.trainable_variables)
+        return total
+
+    def adversarial_generator_loss(self, fakes, condition, logs):
+        """Σ_i [BCE(Dc(G_i, condition), 1) + u·BCE(Du(G_i), 1)] per example, each stage logged."""
+        total = 0.0
+        for size, d, fake in zip(self.sizes, self.discriminator.stages, fakes):
+            conditional, unconditional = d([fake, condition], training=True)
+            per_example = bce_with_logits(conditional, 1.0) + self.uncond_weight * bce_with_logits(unconditional, 1.0)
+            total += per_example
+            logs[f"g_loss_{size}"] = per_example
+        return total
 
     def colour_consistency(self, images):
         """λ·MSE(mean_i, mean_{i−1}) + 5λ·MSE(cov_i, cov_{i−1}) over consecutive stages (StackGAN++ §4.2)."""
@@ -189,23 +214,10 @@ class StackGanPlusPlus(ConditionalGAN):
         with tf.GradientTape() as g_tape:
             fakes, mu, logvar = self.generator([z, text, epsilon], training=True)
             # ---- every stage's D on the same generated batch (μ and the images detached)
-            with tf.GradientTape() as d_tape:
-                d_total = 0.0
-                for size, d, real, wrong, fake in zip(self.sizes, self.discriminator.stages, reals, wrongs, fakes):
-                    per_example, s_real, s_wrong, s_fake = self.discriminator_loss(
-                        d, real, wrong, tf.stop_gradient(fake), tf.stop_gradient(mu))
-                    d_total += per_example
-                    logs.update({f"d_loss_{size}": per_example, f"d_real_{size}": s_real, f"d_wrong_{size}": s_wrong,
-                                 f"d_fake_{size}": s_fake})
-                d_loss = self.average(d_total)
-            self.apply(self.discriminator_optimizer, d_tape, d_loss, self.discriminator.trainable_variables)
+            d_total = self.update_discriminators(lambda i, d: self.discriminator_loss(
+                d, reals[i], wrongs[i], tf.stop_gradient(fakes[i]), tf.stop_gradient(mu)), logs)
             # ---- G against the updated Ds, μ with gradient into CA
-            g_total = 0.0
-            for size, d, fake in zip(self.sizes, self.discriminator.stages, fakes):
-                conditional, unconditional = d([fake, mu], training=True)
-                per_example = bce_with_logits(conditional, 1.0) + self.uncond_weight * bce_with_logits(unconditional, 1.0)
-                g_total += per_example
-                logs[f"g_loss_{size}"] = per_example
+            g_total = self.adversarial_generator_loss(fakes, mu, logs)
             kl = kl_loss(mu, logvar)
             g_total += self.kl_weight * kl
             if self.colour_weight:

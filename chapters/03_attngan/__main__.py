@@ -232,7 +232,7 @@ def train():
     steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
     gan, optimizers, checkpointer, initial_epoch = chapter.build_for_training(
         strategy, run, config, lambda: build_gan(config, build_encoders()), len(images) // batch_size)
-    if chapter.already_trained(run, config, initial_epoch):
+    if chapter.already_trained(run.path, config["epochs"], initial_epoch):
         return
     class_ids = np.array([e.class_id for e in index.train], np.int32)
     dataset = make_dataset(images, class_ids, table, global_batch_size=batch_size, image_size=config["image_size"],

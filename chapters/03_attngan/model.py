@@ -29,7 +29,7 @@ import tensorflow as tf
 from keras import layers
 
 from t2igan.layers import bce_with_logits
-from t2igan.stages import (ConditioningAugmentation, ResidualBlock, StageDiscriminator, UpBlock, batch_norm,
+from t2igan.stages import (ConditioningAugmentation, ResidualBlock, UpBlock, batch_norm,
                            conv3x3, glu, kl_loss, orthogonal)
 from t2igan.training.gan import ConditionalGAN
 
@@ -359,19 +359,11 @@ class AttnGanGenerator(keras.Model):
 # ---------------------------------------------------------------------------
 # 5. Discriminators (``D_NET64/128/256``) and the AttnGAN D loss
 # ---------------------------------------------------------------------------
-class Discriminators(keras.Model):
-    """One :class:`StageDiscriminator` per stage, conditioned on the raw sentence feature ē (not on μ),
-    with [image code, ē] in that order (``text_first=False``). One optimizer over all (Adam is
-    per-variable, so it equals the official one Adam per D). ndf 64: 6,313,730 / 19,424,002 / 71,858,946."""
-
-    def __init__(self, sizes, base_width=64, condition_dim=256, **kwargs):
-        super().__init__(**kwargs)
-        self.sizes = list(sizes)
-        self.stages = [StageDiscriminator(size, base_width, condition_dim, text_first=False) for size in self.sizes]
-
-    def call(self, inputs, training=False):
-        images, sentence = inputs
-        return [d([x, sentence], training=training) for d, x in zip(self.stages, images)]
+def Discriminators(sizes, base_width=64, condition_dim=256):  # noqa: N802 (builds a model, named like one)
+    """Chapter 2's per-stage discriminators, conditioned on the raw sentence feature ē (not on μ), with
+    [image code, ē] in that order (``text_first=False``). One optimizer over all (Adam is per-variable,
+    so it equals the official one Adam per D). ndf 64: 6,313,730 / 19,424,002 / 71,858,946 parameters."""
+    return stackgan.Discriminators(sizes, base_width, condition_dim, text_first=False)
 
 
 def discriminator_loss(real_conditional, real_unconditional, fake_conditional, fake_unconditional,
@@ -392,39 +384,27 @@ def discriminator_loss(real_conditional, real_unconditional, fake_conditional, f
 # ---------------------------------------------------------------------------
 # 6. The AttnGAN training step (``code/trainer.py``)
 # ---------------------------------------------------------------------------
-class AttnGan(ConditionalGAN):
-    """One G forward per batch; every D updated on it, then G.
+class AttnGan(stackgan.StackGanPlusPlus):
+    """Chapter 2's StackGAN++ training step with AttnGAN's losses: one G forward per batch; every D
+    updated on it (``update_discriminators``), then G (``adversarial_generator_loss`` + DAMSM + KL).
 
         L_G = Σ_i [BCE(Dc(x̂_i, ē), 1) + BCE(Du(x̂_i), 1)] + λ·(w0 + w1 + s0 + s1) + λ_KL·KL(μ, σ)
-    The DAMSM terms use only the last stage's image, through the frozen image encoder (gradients flow
-    into G). The text and image encoders are pretrained (section 7) and never updated here.
+    The Ds are conditioned on the sentence feature ē (not on μ). The DAMSM terms use only the last
+    stage's image, through the frozen image encoder (gradients flow into G). The text and image
+    encoders are pretrained (section 7) and never updated here.
     """
 
     def __init__(self, generator, discriminator, text_encoder, image_encoder, damsm_weight=5.0, kl_weight=1.0,
                  unconditional=True, gamma1=4.0, gamma2=5.0, gamma3=10.0, ema_decay=0.999, **kwargs):
-        super().__init__(ema_decay=ema_decay, **kwargs)
-        self.generator, self.discriminator = generator, discriminator
+        super().__init__(generator, discriminator, kl_weight=kl_weight, uncond_weight=1.0 if unconditional else 0.0,
+                         colour_weight=0.0, ema_decay=ema_decay,
+                         extra_tags={"damsm": "loss/damsm", "damsm_words": "loss/damsm_words",
+                                     "damsm_sentence": "loss/damsm_sentence"}, **kwargs)
         self.text_encoder, self.image_encoder = text_encoder, image_encoder
         text_encoder.trainable = False
         image_encoder.trainable = False
-        self.damsm_weight, self.kl_weight, self.unconditional = damsm_weight, kl_weight, unconditional
+        self.damsm_weight, self.unconditional = damsm_weight, unconditional
         self.gammas = (gamma1, gamma2, gamma3)
-        self.sizes = generator.sizes
-        self.metric_tags = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "kl": "loss/kl",
-                            "damsm": "loss/damsm", "damsm_words": "loss/damsm_words",
-                            "damsm_sentence": "loss/damsm_sentence"}
-        names = list(self.metric_tags)
-        for size in self.sizes:
-            for name, tag in [("d_loss", "loss/discriminator"), ("g_loss", "loss/generator"),
-                              ("d_real", "score/real_right"), ("d_wrong", "score/real_wrong"),
-                              ("d_fake", "score/fake_right")]:
-                self.metric_tags[f"{name}_{size}"] = f"{tag}_{size}px"
-                names.append(f"{name}_{size}")
-        self.track(*names)
-
-    def split_noise(self, noise):
-        """The pipeline's noise row carries z and the CA's ε side by side."""
-        return noise[:, : self.generator.noise_dim], noise[:, self.generator.noise_dim :]
 
     def encode_text(self, caption_ids, caption_length):
         """Frozen DAMSM text encoder (inference mode): words (B, T, D), sentence (B, D), word mask (B, T)."""
@@ -461,25 +441,10 @@ class AttnGan(ConditionalGAN):
         with tf.GradientTape() as g_tape:
             fakes, _, mu, logvar = self.generator([z, sentence, words, word_mask, epsilon], training=True)
             # ---- every stage's D on the same generated batch (images detached)
-            with tf.GradientTape() as d_tape:
-                d_total = 0.0
-                for size, d, real, fake in zip(self.sizes, self.discriminator.stages, reals, fakes):
-                    per_example, s_real, s_wrong, s_fake = self.stage_discriminator_loss(
-                        d, real, tf.stop_gradient(fake), sentence)
-                    d_total += per_example
-                    logs.update({f"d_loss_{size}": per_example, f"d_real_{size}": s_real, f"d_wrong_{size}": s_wrong,
-                                 f"d_fake_{size}": s_fake})
-                d_loss = self.average(d_total)
-            self.apply(self.discriminator_optimizer, d_tape, d_loss, self.discriminator.trainable_variables)
+            d_total = self.update_discriminators(lambda i, d: self.stage_discriminator_loss(
+                d, reals[i], tf.stop_gradient(fakes[i]), sentence), logs)
             # ---- G against the updated Ds, plus DAMSM on the last stage and KL
-            g_total = 0.0
-            for size, d, fake in zip(self.sizes, self.discriminator.stages, fakes):
-                conditional, unconditional = d([fake, sentence], training=True)
-                per_example = bce_with_logits(conditional, 1.0)
-                if self.unconditional:
-                    per_example += bce_with_logits(unconditional, 1.0)
-                g_total += per_example
-                logs[f"g_loss_{size}"] = per_example
+            g_total = self.adversarial_generator_loss(fakes, sentence, logs)
             damsm_words, damsm_sentence = self.damsm_loss(fakes[-1], words, sentence, lengths, class_ids)
             kl = kl_loss(mu, logvar)
             g_total += self.damsm_weight * (damsm_words + damsm_sentence) + self.kl_weight * kl

@@ -82,25 +82,36 @@ class Chapter:
         return build_image_array(index.split(split), load_size, index.crop_to_bbox, os.path.join(FLAGS.data_root, "cache"))
 
     # ------------------------------------------------------ char-CNN-RNN text
-    def char_embeddings(self, strategy, run, config, index, image_size=None):
-        """Reed's precomputed caption embeddings for this run; pretrains φ(t) first when absent."""
+    def pretrain_char_encoder(self, strategy, run, config, index) -> None:
+        """(Re)train the run's char-CNN-RNN φ(t) with DS-SJE and store every caption's embedding."""
         from t2igan import char_cnn_rnn
+
+        report = char_cnn_rnn.pretrain(strategy, run.text_encoder, run.logs, config, index,
+                                       lambda split: self.images(index, config, split), verbose=app.fit_verbosity())
+        run.update_metrics("pretrain", report)
+        print(f"Text encoder: held-out caption→image top-1 {report.get('val_retrieval_top1', float('nan')):.3f}; "
+              f"saved in {run.text_encoder}")
+
+    def char_embeddings(self, strategy, run, config, index):
+        """Reed's precomputed caption embeddings for this run, as ``TextTable``s per split; pretrains φ(t)
+        first when absent (training only: ``strategy`` given)."""
+        from t2igan import char_cnn_rnn
+        from t2igan.data.pipeline import TextTable
 
         if not char_cnn_rnn.is_complete(run.text_encoder):
             if strategy is None:
                 raise UserError(f"No pretrained text encoder in {run.text_encoder}. Train first: "
                                 f"make chapter{self.number}-train RUN_DIR={run.path}")
             logging.info("No pretrained text encoder in %s: pretraining it first.", run.text_encoder)
-            pretrain_config = dict(config, image_size=image_size or config["image_size"])
-            report = char_cnn_rnn.pretrain(strategy, run.text_encoder, run.logs, pretrain_config, index,
-                                           lambda split: self.images(index, config, split, image_size),
-                                           verbose=app.fit_verbosity())
-            run.update_metrics("pretrain", report)
-            print(f"Text encoder: held-out caption→image top-1 {report.get('val_retrieval_top1', float('nan')):.3f}; "
-                  f"saved in {run.text_encoder}")
+            self.pretrain_char_encoder(strategy, run, config, index)
         char_cnn_rnn.check_embeddings_match(run.text_encoder, index)
         normalise = bool(config.get("normalise_text_embeddings"))
-        return {split: char_cnn_rnn.load_embeddings(run.text_encoder, split, normalise) for split in ("train", "test")}
+        tables = {}
+        for split in ("train", "test"):
+            values = char_cnn_rnn.load_embeddings(run.text_encoder, split, normalise)
+            counts = np.array([max(1, min(len(e.captions), values.shape[1])) for e in index.split(split)], np.int32)
+            tables[split] = TextTable(values, counts)
+        return tables
 
     # --------------------------------------------------------------- training
     @staticmethod
@@ -173,23 +184,26 @@ class Chapter:
         checkpointer = Checkpointer(folder or run.checkpoints, max_to_keep=config["checkpoint_keep"], **objects)
         return gan, optimizers, checkpointer, checkpointer.restore()
 
-    def already_trained(self, run, config, initial_epoch) -> bool:
-        if initial_epoch >= config["epochs"]:
-            print(f"{run.path} already trained for {initial_epoch} epochs (profile asks for {config['epochs']}). "
+    @staticmethod
+    def already_trained(where: str, epochs: int, initial_epoch: int) -> bool:
+        if initial_epoch >= epochs:
+            print(f"{where} already trained for {initial_epoch} epochs (asked for {epochs}). "
                   "Pass --epochs=N to train longer, or use another RUN_DIR.")
             return True
         return False
 
     # ------------------------------------------------------- sample and eval
-    def restore_generator(self, run, gan):
-        """Load the generator (and its EMA) of the run's last checkpoint into ``gan``."""
+    def restore_generator(self, run, gan, folder: str | None = None, train_command: str | None = None):
+        """Load the generator (and its EMA) of the last checkpoint in ``folder`` (``run.checkpoints``) into ``gan``."""
         from t2igan.training.run import Checkpointer
 
+        folder = folder or run.checkpoints
         objects = dict(generator=gan.generator)
         if gan.ema_generator is not None:
             objects["ema_generator"] = gan.ema_generator
-        if Checkpointer(run.checkpoints, **objects).restore() == 0:
-            raise UserError(f"No checkpoint in {run.checkpoints}. Train first: make chapter{self.number}-train RUN_DIR={run.path}")
+        if Checkpointer(folder, **objects).restore() == 0:
+            command = train_command or f"make chapter{self.number}-train"
+            raise UserError(f"No checkpoint in {folder}. Train first: {command} RUN_DIR={run.path}")
         return gan
 
     @staticmethod

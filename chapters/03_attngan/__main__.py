@@ -7,13 +7,9 @@ with the frozen encoders. The networks and losses are in ``model.py``.
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
-from absl import flags, logging
+from absl import flags
 
-from t2igan import app
 from t2igan.app import FLAGS, UserError
 from t2igan.sampling import stages_side_by_side
 from t2igan.stages import check_stage_sizes
@@ -35,134 +31,9 @@ def noise_width(config) -> int:
 
 
 # ----------------------------------------------------------------------------- text
-def _vocabulary(run, index):
-    from t2igan.text import resolve_vocabulary
-
-    os.makedirs(run.text_encoder, exist_ok=True)
-    captions = [c for split in ("train", "test") for e in index.split(split) for c in e.captions]  # AttnGAN: both splits
-    return resolve_vocabulary(os.path.join(run.text_encoder, "vocabulary.json"), captions, index.vocabulary_words)
-
-
-def _id_table(examples, vocabulary):
-    """Every caption's token ids at full length (the pipeline draws AttnGAN's words_num subset per step)."""
-    from t2igan.data.pipeline import caption_tables
-
-    encoded = {}
-    for example in examples:
-        for caption in example.captions:
-            encoded[caption] = vocabulary.encode(caption)[0] or [0]
-    width = max(len(ids) for ids in encoded.values())
-    return caption_tables(examples, lambda caption: (encoded[caption], len(encoded[caption])), width)
-
-
-def _encoders(config, vocabulary_size):
-    import tensorflow as tf
-
-    model = chapter.module("model")
-    text = model.DamsmTextEncoder(vocabulary_size, config["word_embedding_dim"], config["text_hidden"], config["text_dropout"])
-    weights = config["inception_weights"] or None
-    if weights and not os.path.exists(weights):
-        raise UserError(f"inception_weights: {weights} does not exist. Download the Keras InceptionV3 ImageNet weights "
-                        "(inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5) and pass its path.")
-    size = config["damsm_image_size"]
-    image = model.DamsmImageEncoder(config["damsm_backbone"], config["text_hidden"] * 2, weights=weights,
-                                    input_size=size, widths=config["damsm_small_widths"])
-    text([tf.zeros((2, 4), tf.int32), tf.constant([4, 2])])
-    image(tf.zeros((2, config["image_size"], config["image_size"], 3)))
-    return text, image
-
-
-def _damsm_paths(run):
-    return (os.path.join(run.text_encoder, "damsm_text.weights.h5"), os.path.join(run.text_encoder, "damsm_image.weights.h5"),
-            os.path.join(run.text_encoder, "complete.json"))
-
-
-def pretrain_damsm(strategy, run, config, index):
-    """DAMSM (``pretrain_DAMSM.py``): Adam re-created each epoch, lr ×0.98 per epoch down to the floor,
-    text-encoder gradients clipped to 0.25; the weights with the best held-out retrieval are kept."""
-    import keras
-
-    from t2igan import char_cnn_rnn
-    from t2igan.data.pipeline import make_dataset
-
-    model = chapter.module("model")
-    vocabulary = _vocabulary(run, index)
-    tables = {split: _id_table(index.split(split), vocabulary) for split in ("train", "test")}
-    class_ids = {split: np.array([e.class_id for e in index.split(split)], np.int32) for split in ("train", "test")}
-    size = config["damsm_image_size"] if config["damsm_backbone"] == "small" else config["image_size"]
-    images = {split: chapter.images(index, config, split, size) for split in ("train", "test")}
-    batch_size = config["damsm_batch_size"]
-    steps = config["damsm_steps_per_epoch"] or len(images["train"]) // batch_size
-    dataset = make_dataset(images["train"], class_ids["train"], tables["train"], global_batch_size=batch_size,
-                           image_size=size, augment=config["augment"], seed=config["seed"], words_num=config["words_num"])
-    validation = make_dataset(images["test"], class_ids["test"], tables["test"],
-                              global_batch_size=min(batch_size, len(images["test"])), image_size=size, augment=False,
-                              seed=12345, words_num=config["words_num"], repeat=False)
-    validation = validation.take(50)  # official: 50 test batches
-    with strategy.scope():
-        text, image = _encoders(dict(config, image_size=size), len(vocabulary))
-        pretrainer = model.DamsmPretrainer(text, image, config["gamma1"], config["gamma2"], config["gamma3"],
-                                           config["damsm_gradient_clip"], paper_score=config["paper_word_score"])
-        pretrainer.compile(optimizer=keras.optimizers.Adam(config["damsm_learning_rate"], beta_1=0.5, beta_2=0.999))
-        pretrainer.build_optimizer()
-    text_path, image_path, complete_path = _damsm_paths(run)
-
-    class Schedule(keras.callbacks.Callback):
-        """Official per-epoch schedule, and keep the encoders with the best held-out caption → image top-1."""
-
-        def __init__(self):
-            super().__init__()
-            self.best, self.best_epoch = -1.0, 0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            rate = config["damsm_learning_rate"] * config["damsm_learning_rate_decay"] ** epoch
-            rate = max(rate, config["damsm_learning_rate_floor"])
-            if config["damsm_reset_optimizer_each_epoch"]:
-                pretrainer.reset_optimizer_state()
-            pretrainer.optimizer.learning_rate.assign(rate)
-
-        def on_epoch_end(self, epoch, logs=None):
-            score = float((logs or {}).get("val_retrieval_top1", -1.0))
-            if score > self.best:
-                self.best, self.best_epoch = score, epoch + 1
-                text.save_weights(text_path)
-                image.save_weights(image_path)
-
-    logging.info("Pretraining DAMSM (%s backbone, %d px): %d epochs × %d steps.", config["damsm_backbone"], size,
-                 config["damsm_epochs"], steps)
-    schedule = Schedule()
-    history = pretrainer.fit(dataset, epochs=config["damsm_epochs"], steps_per_epoch=steps, validation_data=validation,
-                             callbacks=[schedule, keras.callbacks.TensorBoard(os.path.join(run.logs, "damsm"), write_graph=False)],
-                             verbose=app.fit_verbosity())
-    report = {key: float(values[-1]) for key, values in history.history.items()}
-    report.update(best_val_retrieval_top1=schedule.best, best_epoch=schedule.best_epoch)
-    with open(complete_path, "w", encoding="utf-8") as file:
-        json.dump(dict(report, data_fingerprint=char_cnn_rnn.fingerprint(index), vocabulary_size=len(vocabulary)), file, indent=2)
-    run.update_metrics("pretrain", report)
-    print(f"DAMSM: held-out caption→image top-1 {schedule.best:.3f} (epoch {schedule.best_epoch}, kept); "
-          f"saved in {run.text_encoder}")
-
-
 def load_damsm(run, config, index, strategy=None):
-    """The run's pretrained DAMSM encoders (pretraining them first when training and absent)."""
-    from t2igan import char_cnn_rnn
-
-    text_path, image_path, complete_path = _damsm_paths(run)
-    if not os.path.exists(complete_path):
-        if strategy is None:
-            raise UserError(f"No pretrained DAMSM in {run.text_encoder}. Train first: make chapter3-train RUN_DIR={run.path}")
-        pretrain_damsm(strategy, run, config, index)
-    char_cnn_rnn.check_embeddings_match(run.text_encoder, index)
-    vocabulary = _vocabulary(run, index)
-    size = config["damsm_image_size"] if config["damsm_backbone"] == "small" else config["image_size"]
-
-    def build():
-        text, image = _encoders(dict(config, image_size=size), len(vocabulary))
-        text.load_weights(text_path)
-        image.load_weights(image_path)
-        return text, image
-
-    return vocabulary, build
+    """The run's pretrained DAMSM encoders (``t2igan.damsm``; pretrained first when training and absent)."""
+    return chapter.damsm(strategy, run, config, index)
 
 
 # ----------------------------------------------------------------------------- AttnGAN
@@ -189,23 +60,6 @@ def build_gan(config, encoders):
     return gan
 
 
-def _pad(ids, words_num):
-    from t2igan.text import pad_ids
-
-    return pad_ids(ids, words_num, np.random.default_rng(0))
-
-
-def _test_ids(index, vocabulary, words_num):
-    """Test captions as (ids (N, C, words_num), lengths (N, C)), long ones cut by AttnGAN's rule (seed 0)."""
-    most = max(len(e.captions) for e in index.test)
-    ids = np.zeros((len(index.test), most, words_num), np.int32)
-    lengths = np.ones((len(index.test), most), np.int32)
-    for i, example in enumerate(index.test):
-        for c, caption in enumerate(example.captions):
-            ids[i, c], lengths[i, c] = _pad(vocabulary.encode(caption)[0] or [0], words_num)
-    return ids, np.maximum(lengths, 1)
-
-
 def attention_grid(image, maps, length, size):
     """One row: the image, then each word's attention map (last attention stage) over it."""
     import tensorflow as tf
@@ -219,6 +73,7 @@ def attention_grid(image, maps, length, size):
 
 
 def train():
+    from t2igan import damsm
     from t2igan.data.pipeline import make_dataset
     from t2igan.training.run import Timer
 
@@ -226,7 +81,7 @@ def train():
     timer = Timer()
     index = chapter.load_data(config, for_training=True)
     vocabulary, build_encoders = load_damsm(run, config, index, strategy)
-    table = _id_table(index.train, vocabulary)
+    table = damsm.id_table(index.train, vocabulary)
     images = chapter.images(index, config, "train")
     batch_size = config["batch_size"]
     steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
@@ -239,7 +94,7 @@ def train():
                            augment=config["augment"], seed=config["seed"], words_num=config["words_num"],
                            noise_shape=(1, noise_width(config)), start_step=initial_epoch * steps_per_epoch)
     rows, columns = min(8, len(index.test)), 4
-    test_ids, test_lengths = _test_ids(index, vocabulary, config["words_num"])
+    test_ids, test_lengths = damsm.test_ids(index, vocabulary, config["words_num"])
     grid_ids = np.repeat(test_ids[:rows, 0], columns, axis=0)
     grid_lengths = np.repeat(test_lengths[:rows, 0], columns, axis=0)
     grid_noise = np.random.default_rng(1234).standard_normal((rows * columns, noise_width(config))).astype(np.float32)
@@ -289,32 +144,15 @@ def _restored(run, config):
     return index, vocabulary, gan
 
 
-def _encode_user_caption(vocabulary, caption, words_num):
-    from t2igan.text import tokenize
-
-    if caption is None or not caption.strip():
-        raise UserError('The caption is empty. Pass one with TEXT="a small red circle in the top left".')
-    ids, unknown = vocabulary.encode(caption)
-    if not ids:
-        raise UserError(f"None of the words of {caption!r} are in the vocabulary; the model cannot draw it. "
-                        f"Known words include: {', '.join(vocabulary.words[1:21])} …")
-    if unknown:
-        print(f"Words not in the vocabulary (dropped): {', '.join(unknown)}")
-    if len(tokenize(caption)) > 1000:
-        raise UserError("The caption is longer than 1,000 words; shorten it.")
-    if len(ids) > words_num:
-        print(f"The caption has {len(ids)} known words; the model reads {words_num} (AttnGAN's ordered random subset).")
-    return _pad(ids, words_num)
-
-
 def sample():
+    from t2igan import damsm
     from t2igan.sampling import make_grid, save_png
 
     _, run, config = _setup(for_training=False)
     chapter.check_sample_count()
     _, vocabulary, gan = _restored(run, config)
     words_num = config["words_num"]
-    ids, length = _encode_user_caption(vocabulary, FLAGS.text, words_num)
+    ids, length = damsm.encode_user_caption(vocabulary, FLAGS.text, words_num)
     n = FLAGS.n
     noise = chapter.sample_noise(n, noise_width(config))
     if FLAGS.interpolate_to:
@@ -334,11 +172,11 @@ def sample():
 
 
 def evaluate():
-    from t2igan import evaluation
+    from t2igan import damsm, evaluation
 
     _, run, config = _setup(for_training=False)
     index, vocabulary, gan = _restored(run, config)
-    ids, lengths = _test_ids(index, vocabulary, config["words_num"])
+    ids, lengths = damsm.test_ids(index, vocabulary, config["words_num"])
 
     def generate(example_indices, caption_indices, noise):
         return gan.generate(noise, ids[example_indices, caption_indices], lengths[example_indices, caption_indices]).numpy()
@@ -376,7 +214,9 @@ def pretrain():
     """``chapter3-pretrain``: (re)train DAMSM for this run."""
     strategy, run, config = _setup(for_training=True)
     index = chapter.load_data(config, for_training=True)
-    pretrain_damsm(strategy, run, config, index)
+    if config.get("damsm_dir"):
+        raise UserError("This run reuses the DAMSM in damsm_dir; pretrain in the run that owns it.")
+    chapter.pretrain_damsm(strategy, run, config, index)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,40 @@ class Chapter:
             tables[split] = TextTable(values, counts)
         return tables
 
+    # ------------------------------------------------------------ DAMSM text
+    def pretrain_damsm(self, strategy, run, config, index) -> None:
+        """(Re)train the run's DAMSM text and image encoders (AttnGAN's ``pretrain_DAMSM.py``)."""
+        from t2igan import damsm
+
+        report = damsm.pretrain(strategy, run.text_encoder, run.logs, config, index,
+                                lambda split, size: self.images(index, config, split, size), verbose=app.fit_verbosity())
+        run.update_metrics("pretrain", report)
+        print(f"DAMSM: held-out caption→image top-1 {report['best_val_retrieval_top1']:.3f} "
+              f"(epoch {report['best_epoch']}, kept); saved in {run.text_encoder}")
+
+    def damsm_folder(self, run, config) -> str:
+        """Where the run's DAMSM lives: ``--set damsm_dir=FOLDER`` reuses one trained elsewhere (e.g. by
+        chapter 3), otherwise the run's own ``text_encoder`` folder."""
+        folder = config.get("damsm_dir") or run.text_encoder
+        if config.get("damsm_dir") and not os.path.isdir(folder):
+            raise UserError(f"damsm_dir: {folder} does not exist. Point it at a run's text_encoder folder, "
+                            "e.g. runs/ch3-shapes-course/text_encoder, or leave it empty to pretrain one.")
+        return folder
+
+    def damsm(self, strategy, run, config, index):
+        """The run's DAMSM as (vocabulary, build → (text, image) encoders); pretrains it first when
+        absent (training only: ``strategy`` given)."""
+        from t2igan import damsm
+
+        folder = self.damsm_folder(run, config)
+        if not damsm.is_complete(folder):
+            if strategy is None or folder != run.text_encoder:
+                raise UserError(f"No pretrained DAMSM in {folder}. Train first: "
+                                f"make chapter{self.number}-train RUN_DIR={run.path}")
+            logging.info("No pretrained DAMSM in %s: pretraining it first.", folder)
+            self.pretrain_damsm(strategy, run, config, index)
+        return damsm.load(folder, config, index)
+
     # --------------------------------------------------------------- training
     @staticmethod
     def adam(config, steps_per_data_epoch, rate):

@@ -16,10 +16,13 @@ SEED    ?= 0
 REAL    ?=
 FAKE    ?=
 
-VARIANT ?= v2
+VARIANT ?=
 CHAPTER_1 := 01_gan_int_cls
 CHAPTER_2 := 02_stackgan
 CHAPTER_3 := 03_attngan
+CHAPTER_4 := 04_dfgan_ratgan
+V4 = --variant=$(or $(VARIANT),ratgan)
+BENCHMARK_PROFILE ?= paper
 ATTN    ?= 0
 
 COMMON = --dataset=$(DATASET) --profile=$(PROFILE) $(if $(RUN_DIR),--run_dir=$(RUN_DIR))
@@ -27,7 +30,8 @@ COMMON = --dataset=$(DATASET) --profile=$(PROFILE) $(if $(RUN_DIR),--run_dir=$(R
 .PHONY: help install test tensorboard clean \
         chapter1-pretrain chapter1-train chapter1-sample chapter1-eval chapter1-check \
         chapter2-pretrain chapter2-train chapter2-sample chapter2-eval chapter2-check \
-        chapter3-pretrain chapter3-train chapter3-sample chapter3-eval chapter3-check
+        chapter3-pretrain chapter3-train chapter3-sample chapter3-eval chapter3-check \
+        chapter4-pretrain chapter4-train chapter4-sample chapter4-eval chapter4-check chapter4-benchmark
 
 help:
 	@echo "make chapter1-train   [DATASET=shapes|shapes-pairs|birds|flowers|coco|<folder>] [PROFILE=course|smoke|paper] [RUN_DIR=...] [ARGS=...]"
@@ -37,6 +41,8 @@ help:
 	@echo "make chapter1-check   (this chapter's tests)"
 	@echo "make chapter2-train   [VARIANT=v2|v1] and chapter2-{pretrain,sample,eval,check}: StackGAN++ / StackGAN-v1"
 	@echo "make chapter3-train   and chapter3-{pretrain,sample,eval,check}: DAMSM + AttnGAN; chapter3-sample ATTN=1 adds attention maps"
+	@echo "make chapter4-train   [VARIANT=ratgan|dfgan] and chapter4-{pretrain,sample,eval,check}: RAT-GAN / DF-GAN on DAMSM"
+	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8)"
 	@echo "make tensorboard      (TensorBoard on runs/)"
 	@echo "make test             (every test; < 10 min on 2 CPU cores)"
 	@echo "make install [GPU=1]  (GPU=1: tensorflow[and-cuda])"
@@ -73,13 +79,13 @@ chapter1-check: install
 
 # ---------------------------------------------------------------- chapter 2: StackGAN++ / StackGAN-v1
 chapter2-pretrain: install
-	$(PY) -m chapters.$(CHAPTER_2) pretrain --variant=$(VARIANT) $(COMMON) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_2) pretrain --variant=$(or $(VARIANT),v2) $(COMMON) $(ARGS)
 chapter2-train: install
-	$(PY) -m chapters.$(CHAPTER_2) train --variant=$(VARIANT) $(COMMON) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_2) train --variant=$(or $(VARIANT),v2) $(COMMON) $(ARGS)
 chapter2-sample: install
-	$(PY) -m chapters.$(CHAPTER_2) sample --variant=$(VARIANT) $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_2) sample --variant=$(or $(VARIANT),v2) $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(ARGS)
 chapter2-eval: install
-	$(PY) -m chapters.$(CHAPTER_2) eval --variant=$(VARIANT) $(COMMON) --sample_seed=$(SEED) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_2) eval --variant=$(or $(VARIANT),v2) $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter2-check: install
 	$(PY) -m pytest -q tests/test_chapter02.py
 
@@ -94,6 +100,20 @@ chapter3-eval: install
 	$(PY) -m chapters.$(CHAPTER_3) eval $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter3-check: install
 	$(PY) -m pytest -q tests/test_chapter03_model.py tests/test_chapter03.py
+
+# ---------------------------------------------------------------- chapter 4: DF-GAN + RAT-GAN
+chapter4-pretrain: install
+	$(PY) -m chapters.$(CHAPTER_4) pretrain $(V4) $(COMMON) $(ARGS)
+chapter4-train: install
+	$(PY) -m chapters.$(CHAPTER_4) train $(V4) $(COMMON) $(ARGS)
+chapter4-sample: install
+	$(PY) -m chapters.$(CHAPTER_4) sample $(V4) $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(if $(filter 1,$(ATTN)),--attention) $(ARGS)
+chapter4-eval: install
+	$(PY) -m chapters.$(CHAPTER_4) eval $(V4) $(COMMON) --sample_seed=$(SEED) $(ARGS)
+chapter4-benchmark: install
+	$(PY) -m chapters.$(CHAPTER_4) benchmark $(V4) --profile=$(BENCHMARK_PROFILE) $(ARGS)
+chapter4-check: install
+	$(PY) -m pytest -q tests/test_chapter04_model.py tests/test_chapter04.py
 
 # ---------------------------------------------------------------- everything else
 tensorboard: install

@@ -183,27 +183,9 @@ def evaluate():
 
     def r_precision(plan, images):
         """DM-GAN's R-precision with this run's DAMSM encoders (1 true + 99 mismatched captions)."""
-        from t2igan.metrics.r_precision import r_precision as compute
+        from t2igan.metrics.r_precision import damsm_r_precision
 
-        examples = np.array([e for e, _ in plan])
-        flat_ids, flat_lengths = ids.reshape(-1, ids.shape[-1]), lengths.reshape(-1)
-        captions_per_image = ids.shape[1]
-        present = np.array([c < len(index.test[e].captions) for e in range(len(index.test))
-                            for c in range(captions_per_image)])
-        sentences = np.concatenate([
-            gan.text_encoder([flat_ids[i : i + 500], flat_lengths[i : i + 500]], training=False)[1].numpy()
-            for i in range(0, len(flat_ids), 500)])
-        image_features = np.concatenate([gan.image_encoder(images[i : i + 250], training=False)[1].numpy()
-                                         for i in range(0, len(images), 250)])
-        rows = np.flatnonzero(present)
-        position = {row: k for k, row in enumerate(rows)}
-        own = np.array([position[e * captions_per_image + c] for e, c in plan])
-        mean, std, _ = compute(image_features, sentences[rows], own, rows // captions_per_image, examples,
-                               seed=FLAGS.sample_seed)
-        protocol = {"r_precision": (f"R = 1 of 100 candidates (own caption + 99 of other test images, seed "
-                                    f"{FLAGS.sample_seed}), cosine of this run's DAMSM global image and sentence "
-                                    f"features, mean ± std over 10 folds of {len(images)} images")}
-        return {"r_precision": mean, "r_precision_std": std}, protocol
+        return damsm_r_precision(gan.text_encoder, gan.image_encoder, index, ids, lengths, plan, images, FLAGS.sample_seed)
 
     evaluation.evaluate_run(run, config, index, generate, noise_width(config), FLAGS.eval_samples, FLAGS.sample_seed,
                             FLAGS.data_root, generator_name=f"EMA generator (largest stage, {config['image_size']} px)",

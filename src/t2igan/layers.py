@@ -25,6 +25,21 @@ def torch_linear(units: int, fan_in: int, use_bias: bool = True, **kwargs) -> la
     )
 
 
+def torch_conv(filters: int, kernel_size: int, fan_in: int, use_bias: bool = True, strides: int = 1,
+               padding: str = "same", **kwargs) -> layers.Conv2D:
+    """``Conv2D`` initialised like ``torch.nn.Conv2d``: weight and bias U(±1/√fan_in), fan_in = in·k·k."""
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=use_bias,
+        kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+        bias_initializer=keras.initializers.RandomUniform(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in)),
+        **kwargs,
+    )
+
+
 def bce_with_logits(logits, label: float):
     """Per-example binary cross-entropy against a constant 0/1 label (shape (B,))."""
     logits = tf.cast(logits, tf.float32)

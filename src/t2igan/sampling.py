@@ -56,3 +56,15 @@ def stages_side_by_side(stage_images, rows: int, columns: int, size: int) -> np.
     blocks = [tf.image.resize(images, [size, size], "nearest").numpy().reshape(rows, columns, size, size, 3)
               for images in stage_images]
     return np.concatenate(blocks, axis=1)
+
+
+def truncate_noise(z: np.ndarray, threshold: float = 2.0, scale: float = 1.0) -> np.ndarray:
+    """Map N(0, 1) draws to ``scale`` × N(0, 1) truncated to ±``threshold`` (BigGAN's truncation trick; DF-GAN
+    samples with threshold 2, scale 0.88). By the inverse CDF, so the same z always gives the same row."""
+    from statistics import NormalDist
+
+    normal = NormalDist()
+    low, high = normal.cdf(-threshold), normal.cdf(threshold)
+    cdf = np.vectorize(normal.cdf)(np.asarray(z, np.float64))
+    u = np.clip(low + cdf * (high - low), 1e-12, 1 - 1e-12)
+    return (scale * np.vectorize(normal.inv_cdf)(u)).astype(np.float32)

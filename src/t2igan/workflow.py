@@ -156,7 +156,7 @@ class Chapter:
         if decay_epochs:
             rate = keras.optimizers.schedules.ExponentialDecay(
                 rate, decay_epochs * steps_per_data_epoch, config["learning_rate_decay"], staircase=True)
-        optimizer = keras.optimizers.Adam(rate, beta_1=config["beta_1"], beta_2=0.999, epsilon=1e-8)
+        optimizer = keras.optimizers.Adam(rate, beta_1=config["beta_1"], beta_2=config.get("beta_2", 0.999), epsilon=1e-8)
         if FLAGS.mixed_precision:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         return optimizer

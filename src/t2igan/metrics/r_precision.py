@@ -32,3 +32,27 @@ def r_precision(image_features: np.ndarray, sentence_features: np.ndarray, own_c
     parts = np.array_split(hits, folds) if len(hits) >= folds else [hits]
     values = np.array([part.mean() for part in parts])
     return float(values.mean()), float(values.std()), hits
+
+
+def damsm_r_precision(text_encoder, image_encoder, index, ids: np.ndarray, lengths: np.ndarray, plan, images: np.ndarray,
+                      seed: int = 0) -> tuple[dict, dict]:
+    """R-precision of generated ``images`` with a run's DAMSM encoders, in ``evaluation.evaluate_run``'s
+    ``extra`` form: ``plan`` [(test example, caption)] says what each image was drawn from; ``ids``,
+    ``lengths`` (N, C, T), (N, C) are every test caption (``damsm.test_ids``). Returns (results, protocol)."""
+    examples = np.array([e for e, _ in plan])
+    flat_ids, flat_lengths = ids.reshape(-1, ids.shape[-1]), lengths.reshape(-1)
+    captions_per_image = ids.shape[1]
+    present = np.array([c < len(index.test[e].captions) for e in range(len(index.test))
+                        for c in range(captions_per_image)])
+    sentences = np.concatenate([text_encoder([flat_ids[i : i + 500], flat_lengths[i : i + 500]], training=False)[1].numpy()
+                                for i in range(0, len(flat_ids), 500)])
+    image_features = np.concatenate([image_encoder(images[i : i + 250], training=False)[1].numpy()
+                                     for i in range(0, len(images), 250)])
+    rows = np.flatnonzero(present)
+    position = {row: k for k, row in enumerate(rows)}
+    own = np.array([position[e * captions_per_image + c] for e, c in plan])
+    mean, std, _ = r_precision(image_features, sentences[rows], own, rows // captions_per_image, examples, seed=seed)
+    protocol = {"r_precision": (f"R = 1 of 100 candidates (own caption + 99 of other test images, seed {seed}), "
+                                "cosine of this run's DAMSM global image and sentence features, mean ± std over "
+                                f"10 folds of {len(images)} images")}
+    return {"r_precision": mean, "r_precision_std": std}, protocol

@@ -70,7 +70,9 @@ class ConditionalGAN(keras.Model):
 
     @staticmethod
     def apply(optimizer, tape, loss, variables):
-        gradients = tape.gradient(optimizer.scale_loss(loss), variables)
+        with tape:  # the scaling must be recorded, or a LossScaleOptimizer's scaled loss has no gradient
+            scaled = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(gradients, variables))
 
     # --------------------------------------------------------------------- EMA

@@ -1,0 +1,92 @@
+"""Chapter 4 (DF-GAN, RAT-GAN): every entry point end to end (networks and losses: test_chapter04_model.py)."""
+
+import glob
+import json
+
+import pytest
+import tensorflow as tf
+
+from conftest import run_chapter
+
+CHAPTER = "04_dfgan_ratgan"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("chapter04")
+
+
+def common(workspace, run_dir, *extra):
+    return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}", *extra]
+
+
+def tags_of(run_dir):
+    tags = set()
+    for path in glob.glob(str(run_dir / "logs" / "train" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+@pytest.fixture(scope="module")
+def ratgan_run(workspace):
+    run_dir = workspace / "ratgan"
+    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DAMSM: held-out caption→image top-1" in result.stdout
+    return run_dir
+
+
+def test_ratgan_smoke_run_pretrains_damsm_and_logs_its_views(ratgan_run):
+    config = json.loads((ratgan_run / "config.json").read_text())
+    assert (config["variant"], config["mismatch"], config["penalty_step"]) == ("ratgan", "shift", "separate")
+    metrics = json.loads((ratgan_run / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 4 and "best_val_retrieval_top1" in metrics["pretrain"]
+    tags = tags_of(ratgan_run)
+    for tag in ("loss/discriminator", "loss/generator", "loss/gradient_penalty", "hinge/real", "hinge/fake",
+                "hinge/mismatch", "samples/fixed_captions", "attention/discriminator",
+                "modulation/gamma_std/affine_00", "modulation/beta_mean/affine_15"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+
+
+def test_ratgan_sample_with_attention_and_eval(ratgan_run, workspace):
+    sampled = run_chapter(CHAPTER, "sample", *common(workspace, ratgan_run), "--text=a big blue star near the zorbly top",
+                          "--n=2", "--attention")
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    assert "zorbly" in sampled.stdout and sampled.stdout.strip().endswith("-attention.png")
+    evaluated = run_chapter(CHAPTER, "eval", *common(workspace, ratgan_run))
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    results = json.loads((ratgan_run / "metrics.json").read_text())["eval"]["results"]
+    assert {"oracle_accuracy/colour", "r_precision"} <= set(results)
+
+
+def test_dfgan_reuses_the_damsm_of_another_run(ratgan_run, workspace):
+    run_dir = workspace / "dfgan"
+    result = run_chapter(CHAPTER, "train", "--variant=dfgan", *common(workspace, run_dir),
+                         f"--set=damsm_dir={ratgan_run / 'text_encoder'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DAMSM: held-out" not in result.stdout  # reused, not pretrained again
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["variant"], config["mismatch"], config["penalty_step"]) == ("dfgan", "roll", "joint")
+    assert "attention/discriminator" not in tags_of(run_dir) and "modulation/gamma_std/affine_00" in tags_of(run_dir)
+    sampled = run_chapter(CHAPTER, "sample", *common(workspace, run_dir), "--text=a small red circle", "--n=2")
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    resumed = run_chapter(CHAPTER, "train", "--variant=ratgan", *common(workspace, run_dir))
+    assert resumed.returncode != 0 and "variant" in resumed.stderr  # one run folder, one variant
+
+
+def test_birds_mini_on_two_replicas(shared_data, workspace):
+    run_dir = workspace / "birds"
+    result = run_chapter(CHAPTER, "train", "--profile=smoke", "--dataset=birds", f"--data_dir={shared_data}/birds-mini",
+                         f"--metadata_dir={shared_data}/birds-metadata", "--cpu_replicas=2", f"--run_dir={run_dir}",
+                         f"--data_root={workspace / 'data'}", "--variant=dfgan")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s)" in result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 4
+
+
+def test_benchmark_command_times_steps():
+    result = run_chapter(CHAPTER, "benchmark", "--profile=smoke", "--benchmark_batch=2", "--benchmark_steps=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "per training step" in result.stdout and "ratgan (smoke" in result.stdout

@@ -45,7 +45,7 @@ def test_ratgan_smoke_run_pretrains_damsm_and_logs_its_views(ratgan_run):
     tags = tags_of(ratgan_run)
     for tag in ("loss/discriminator", "loss/generator", "loss/gradient_penalty", "hinge/real", "hinge/fake",
                 "hinge/mismatch", "samples/fixed_captions", "attention/discriminator",
-                "modulation/gamma_std/affine_00", "modulation/beta_mean/affine_15"):
+                "modulation/gamma_std/affine_00", "modulation/beta_mean/affine_11"):  # 16 px: 3 blocks × 4
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
 
 

@@ -23,7 +23,7 @@ def inputs(batch=1, noise_dim=100, sentence_dim=256):
 
 # ------------------------------------------------------------------ parameter counts
 def test_dfgan_has_the_official_parameter_counts():
-    """Sheet §2.7 [measured] (nf 32, 256 px): NetG 9,744,131; NetD used 6,421,830 = built 6,619,206 minus the
+    """Official DF-GAN classes, measured (nf 32, 256 px): NetG 9,744,131; NetD used 6,421,830 = built 6,619,206 minus the
     three never-used fin == fout shortcut convs (3 × 65,792 = 197,376, not built here); NetC 295,936."""
     g = model.DfGanGenerator(base_width=32, image_size=256)
     assert g(inputs()).shape == (1, 256, 256, 3)
@@ -40,7 +40,7 @@ def test_dfgan_has_the_official_parameter_counts():
 
 
 def test_ratgan_has_the_official_used_parameter_counts():
-    """Sheet §3.8 [measured]: nf 64 NetG used 32,057,098 (built 38,091,658); paper-version NetD + head used
+    """Official RAT-GAN classes (paper version), measured: nf 64 NetG used 32,057,098 (built 38,091,658); paper-version NetD + head used
     85,261,062 (built 113,574,663 − never-called block5 27,264,001 − block4's unused shortcut 1,049,600),
     attention head 34,671,745; HEAD (plain head) 78,280,326 with head 1,476,608."""
     g = model.RatGanGenerator(base_width=64, image_size=256)

@@ -119,8 +119,11 @@ chapter4-check: install
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs --samples_per_plugin images=200 --host 127.0.0.1
 
+# Test modules run in parallel processes (pytest-xdist), one module per worker so module
+# fixtures (a smoke run shared by several tests) are built once: ~6 min on 2 CPU cores.
+TEST_WORKERS ?= auto
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests
 
 clean:
 	rm -rf runs

@@ -15,6 +15,8 @@ N       ?= 8
 SEED    ?= 0
 REAL    ?=
 FAKE    ?=
+EXTRACTOR ?=
+WEIGHTS ?=
 
 VARIANT ?=
 CHAPTER_1 := 01_gan_int_cls
@@ -27,7 +29,7 @@ ATTN    ?= 0
 
 COMMON = --dataset=$(DATASET) --profile=$(PROFILE) $(if $(RUN_DIR),--run_dir=$(RUN_DIR))
 
-.PHONY: help install test tensorboard clean \
+.PHONY: help install test tensorboard clean eval \
         chapter1-pretrain chapter1-train chapter1-sample chapter1-eval chapter1-check \
         chapter2-pretrain chapter2-train chapter2-sample chapter2-eval chapter2-check \
         chapter3-pretrain chapter3-train chapter3-sample chapter3-eval chapter3-check \
@@ -43,6 +45,7 @@ help:
 	@echo "make chapter3-train   and chapter3-{pretrain,sample,eval,check}: DAMSM + AttnGAN; chapter3-sample ATTN=1 adds attention maps"
 	@echo "make chapter4-train   [VARIANT=ratgan|dfgan] and chapter4-{pretrain,sample,eval,check}: RAT-GAN / DF-GAN on DAMSM"
 	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8)"
+	@echo "make eval REAL=folder|stats.npz FAKE=folder [EXTRACTOR=tf-fid|keras-imagenet|oracle] [WEIGHTS=file]  (FID + IS, protocol card)"
 	@echo "make tensorboard      (TensorBoard on runs/)"
 	@echo "make test             (every test; < 10 min on 2 CPU cores)"
 	@echo "make install [GPU=1]  (GPU=1: tensorflow[and-cuda])"
@@ -118,6 +121,10 @@ chapter4-check: install
 # ---------------------------------------------------------------- everything else
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs --samples_per_plugin images=200 --host 127.0.0.1
+
+# FID/IS between two image folders (or a run's eval with RUN_DIR=…); see docs/metrics.md.
+eval: install
+	$(PY) -m t2igan.evaluate $(if $(RUN_DIR),--run=$(RUN_DIR),--real="$(REAL)" --fake="$(FAKE)") $(if $(EXTRACTOR),--extractor=$(EXTRACTOR)) $(if $(WEIGHTS),--inception_weights="$(WEIGHTS)") $(ARGS)
 
 # Test modules run in parallel processes (pytest-xdist), one module per worker so module
 # fixtures (a smoke run shared by several tests) are built once: ~6 min on 2 CPU cores.

@@ -129,8 +129,24 @@ def test_tensorboard_has_scalars_sample_grid_and_captions(smoke_run):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(value.tag for value in event.summary.value)
     for tag in ("loss/discriminator", "loss/generator", "score/real_wrong", "learning_rate/generator",
-                "samples/fixed_captions", "samples/captions"):
+                "samples/fixed_captions", "samples/captions", "metrics/oracle_fid", "metrics/oracle_accuracy_all"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
+
+
+def test_in_training_metrics_every_epoch(smoke_run):
+    """The PeriodicMetrics callback (smoke: every epoch, 32 fixed test captions): oracle FID in TensorBoard
+    at both epochs, and in metrics.json; the same numbers in both places."""
+    fids = {}
+    for path in glob.glob(str(smoke_run / "logs" / "train" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "metrics/oracle_fid":
+                    fids[event.step] = float(tf.make_ndarray(value.tensor))
+    assert sorted(fids) == [2, 4] and all(np.isfinite(v) and v > 0 for v in fids.values())
+    history = json.loads((smoke_run / "metrics.json").read_text())["train"]["metrics_during_training"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["oracle_fid"] for h in history] == pytest.approx([fids[2], fids[4]], rel=1e-5)
+    assert all(0.0 <= h["oracle_accuracy_colour"] <= 1.0 for h in history)
 
 
 def test_sample_writes_a_grid_and_lists_unknown_words(smoke_run, workspace):

@@ -75,8 +75,14 @@ def train():
     def render():
         return gan.generate(grid_noise, grid_text).numpy().reshape(rows, 8, size, size, 3)
 
+    test_text = text["test"].values
+
+    def generate(example_indices, caption_indices, noise):  # as evaluate() does, for the in-training metrics
+        return gan.generate(noise, test_text[example_indices, caption_indices].astype(np.float32)).numpy()
+
     chapter.fit(gan, run, config, strategy, dataset, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
-                checkpointer=checkpointer, render=render, grid_captions=grid_captions, optimizers=optimizers, timer=timer)
+                checkpointer=checkpointer, render=render, grid_captions=grid_captions, optimizers=optimizers, timer=timer,
+                index=index, metrics_generate=generate, noise_dim=config["noise_dim"])
 
 
 def sample():

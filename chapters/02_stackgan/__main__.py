@@ -136,7 +136,7 @@ def _grid(config, embeddings, index):
 def _train_phase(strategy, run, config, index, embeddings, gan_builder, image_size, epochs, folder, timer, phase=""):
     from t2igan.data.pipeline import make_dataset
 
-    phase_config = dict(config, epochs=epochs)
+    phase_config = dict(config, epochs=epochs, image_size=image_size)  # this phase's output size (oracle metrics)
     images = chapter.images(index, config, "train", image_size)
     batch_size = config["batch_size"]
     steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
@@ -153,8 +153,14 @@ def _train_phase(strategy, run, config, index, embeddings, gan_builder, image_si
                            start_step=initial_epoch * steps_per_epoch)
     captions, text, noise, rows, columns = _grid(config, embeddings, index)
     render = lambda: stages_side_by_side(gan.generate(noise, text, all_stages=True), rows, columns, image_size)
+    test_text = embeddings["test"].values
+
+    def generate(example_indices, caption_indices, noise_rows):  # the largest stage, as evaluate() does
+        return gan.generate(noise_rows, test_text[example_indices, caption_indices].astype(np.float32)).numpy()
+
     chapter.fit(gan, run, phase_config, strategy, dataset, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
-                checkpointer=checkpointer, render=render, grid_captions=captions, optimizers=optimizers, timer=timer, phase=phase)
+                checkpointer=checkpointer, render=render, grid_captions=captions, optimizers=optimizers, timer=timer, phase=phase,
+                index=index, metrics_generate=generate, noise_dim=noise_width(config))
     return gan
 
 

@@ -103,9 +103,19 @@ def train():
     def render():
         return stages_side_by_side(gan.generate(grid_noise, grid_ids, grid_lengths, all_stages=True), rows, columns, size)
 
+    def generate(example_indices, caption_indices, noise):  # as evaluate() does, for the in-training metrics
+        return gan.generate(noise, test_ids[example_indices, caption_indices],
+                            test_lengths[example_indices, caption_indices]).numpy()
+
+    def r_precision(plan, generated):
+        from t2igan.metrics.r_precision import damsm_r_precision
+
+        return damsm_r_precision(gan.text_encoder, gan.image_encoder, index, test_ids, test_lengths, plan, generated, 1234)
+
     chapter.fit(gan, run, config, strategy, dataset, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
                 checkpointer=checkpointer, render=render, grid_captions=[index.test[i].captions[0] for i in range(rows)],
-                optimizers=optimizers, timer=timer,
+                optimizers=optimizers, timer=timer, index=index, metrics_generate=generate,
+                noise_dim=noise_width(config), metrics_extra=r_precision,
                 extra_callbacks=lambda writer: [AttentionMaps(gan, grid_ids[::columns][:4], grid_lengths[::columns][:4],
                                                               grid_noise[::columns][:4], vocabulary, size, writer)])
 

@@ -96,8 +96,10 @@ def train():
     images = chapter.images(index, config, "train")
     batch_size = config["batch_size"]
     steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
+    encoders = {}  # (text, image): the image encoder only scores R-precision during training
     gan, optimizers, checkpointer, initial_epoch = chapter.build_for_training(
-        strategy, run, config, lambda: build_gan(config, build_encoders()[0]), len(images) // batch_size)
+        strategy, run, config, lambda: build_gan(config, encoders.setdefault("damsm", build_encoders())[0]),
+        len(images) // batch_size)
     if chapter.already_trained(run.path, config["epochs"], initial_epoch):
         return
     class_ids = np.array([e.class_id for e in index.train], np.int32)
@@ -123,9 +125,19 @@ def train():
                                                     grid_lengths[::columns], writer))
         return callbacks
 
+    def generate(example_indices, caption_indices, noise):  # as evaluate() does, for the in-training metrics
+        return gan.generate(sampling_noise(config, noise), test_ids[example_indices, caption_indices],
+                            test_lengths[example_indices, caption_indices]).numpy()
+
+    def r_precision(plan, generated):
+        from t2igan.metrics.r_precision import damsm_r_precision
+
+        return damsm_r_precision(gan.text_encoder, encoders["damsm"][1], index, test_ids, test_lengths, plan, generated, 1234)
+
     chapter.fit(gan, run, config, strategy, dataset, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
                 checkpointer=checkpointer, render=render, grid_captions=[index.test[i].captions[0] for i in range(rows)],
-                optimizers=optimizers, timer=timer, extra_callbacks=views)
+                optimizers=optimizers, timer=timer, extra_callbacks=views, index=index, metrics_generate=generate,
+                noise_dim=config["noise_dim"], metrics_extra=r_precision)
 
 
 def ModulationStatistics(gan, noise, ids, lengths, writer):  # noqa: N802 (a callback factory)

@@ -42,8 +42,7 @@ flags.DEFINE_integer("eval_samples", 0, "Evaluation: number of generated images 
 flags.DEFINE_bool("traceback", False, "Show the Python traceback of a user error.")
 
 
-class UserError(ValueError):
-    """A problem with the user's input that a message explains better than a traceback."""
+from t2igan.errors import UserError  # noqa: E402,F401  (re-exported: chapters import it from here)
 
 
 def default_run_dir(chapter_number: int, dataset: str, profile: str) -> str:
@@ -67,11 +66,21 @@ def _parse_value(key: str, raw: str, current: Any) -> Any:
     raise UserError(f"--set {key}={raw}: expected a {type(current).__name__} like {json.dumps(current)}.")
 
 
+# Settings every chapter has (a chapter's profile may override them): the in-training metrics
+# (t2igan.training.callbacks.PeriodicMetrics) and the Inception weights for FID/IS on real data sets.
+SHARED_SETTINGS = {
+    "smoke": dict(metrics_every_epochs=1, metrics_samples=32),
+    "course": dict(metrics_every_epochs=5, metrics_samples=256),
+    "paper": dict(metrics_every_epochs=10, metrics_samples=5000),
+}
+INCEPTION_SETTINGS = dict(inception_weights="", fid_extractor="tf-fid")
+
+
 def resolve_config(profiles: dict[str, dict], profile: str, dataset: str, overrides: list[str], epochs: int | None) -> dict:
-    """The profile's settings, then its per-data-set adjustments, then ``--set`` overrides."""
+    """Shared settings, the profile's, its per-data-set adjustments, then ``--set`` overrides."""
     if profile not in profiles:
         raise UserError(f"Unknown PROFILE {profile!r}; choose one of {', '.join(profiles)}.")
-    config = copy.deepcopy(profiles[profile])
+    config = {**INCEPTION_SETTINGS, **SHARED_SETTINGS.get(profile, {}), **copy.deepcopy(profiles[profile])}
     per_dataset = config.pop("datasets", {})
     family = "shapes" if dataset.startswith("shapes") else dataset
     config.update(copy.deepcopy(per_dataset.get(family, {})))

@@ -2,8 +2,9 @@
 
 On ``shapes`` the metrics are the oracle's: per-attribute accuracy of what each
 caption states, and the Fréchet distance between oracle features of generated
-and real test images ("oracle FID"). Other data sets get the sample grid and the
-protocol only, until Inception weights are configured (see ``docs/metrics.md``).
+and real test images ("oracle FID"). Other data sets get Inception FID and IS when
+a local Inception weights file is configured (``docs/metrics.md``), else the sample
+grid and the protocol only. A chapter adds its own metrics (R-precision) as ``extra``.
 """
 
 from __future__ import annotations
@@ -50,9 +51,119 @@ def generate_for(plan, generate: Callable, noise_dim: int, seed: int, batch_size
     return to_uint8(images).astype(np.float32) / 127.5 - 1.0
 
 
+class Scorer:
+    """A data set's metrics at one resolution, built once: used by ``chapterN-eval`` and by the
+    in-training :class:`PeriodicMetrics` callback.
+
+    * ``shapes`` / ``shapes-pairs``: the oracle (per-attribute accuracy, oracle FID against the real test images).
+    * other data sets: Inception FID and IS when ``inception_weights`` (config, or $T2IGAN_INCEPTION_WEIGHTS)
+      names a local file; the real test images' statistics are cached beside the image cache.
+    * otherwise no image metric (the chapter's own ``extra``, e.g. R-precision, still runs).
+    """
+
+    def __init__(self, config, index, real_images: Callable[[], np.ndarray], cache_dir: str | None = None):
+        self.config, self.index, self.real_images, self.cache_dir = config, index, real_images, cache_dir
+        self.weights = config.get("inception_weights") or os.environ.get("T2IGAN_INCEPTION_WEIGHTS")
+        if index.name in ("shapes", "shapes-pairs"):
+            self.kind = "oracle"
+        elif self.weights:
+            self.kind = config.get("fid_extractor", "tf-fid")
+        else:
+            self.kind = None
+        self._ready = False
+
+    def _prepare(self):
+        if self._ready:
+            return
+        if self.kind == "oracle":
+            from t2igan import oracle as oracle_module
+
+            cache = os.path.join(self.index.root, "oracle")
+            epochs = self.config.get("oracle_epochs") or oracle_module.DEFAULT_EPOCHS
+            size = self.config["image_size"]
+            self.oracle = oracle_module.load_or_train_oracle(self.index.root, size, cache, epochs=epochs)
+            weights = os.path.join(cache, f"oracle-{self.index.name}-{size}px.weights.h5")
+            real, _ = oracle_module.load_split_arrays(self.index.root, "test", size)
+            self.real_features = self.oracle.features(real)
+            self.protocol = {
+                "feature_extractor": f"shapes oracle, penultimate layer ({self.real_features.shape[1]}-d), "
+                                     f"sha256 {_sha256(weights)[:16]}",
+                "oracle_real_test_accuracy": self.oracle.report.get("test_accuracy"),
+                "reference": f"{len(real)} real test images of {os.path.basename(self.index.root)}",
+            }
+        elif self.kind is not None:
+            from t2igan.metrics.fid import load_statistics, save_statistics
+            from t2igan.metrics.inception import make_extractor
+
+            if not os.path.isfile(self.weights):
+                from t2igan.errors import UserError
+                from t2igan.metrics.inception import missing_weights_message
+
+                raise UserError("inception_weights: " + missing_weights_message(self.kind, self.weights))
+            self.extractor = make_extractor(self.kind, self.weights)
+            name = f"fid-stats-{self.index.name}-test-{self.config['image_size']}px-{self.kind}-{self.extractor.weights_sha256[:12]}.npz"
+            path = os.path.join(self.cache_dir or os.path.join(self.index.root, "cache"), name)
+            if os.path.isfile(path):
+                self.real_mu, self.real_sigma, _ = load_statistics(path)
+            else:
+                images = self.real_images()
+                self.real_mu, self.real_sigma = self._statistics(np.asarray(images, np.float32) / 127.5 - 1.0
+                                                                 if images.dtype == np.uint8 else images)[0]
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                save_statistics(path, self.real_mu, self.real_sigma,
+                                {"images": len(images), "split": "test", "image_size": self.config["image_size"],
+                                 "feature_extractor": self.extractor.describe()})
+            self.protocol = {"feature_extractor": self.extractor.describe(),
+                             "image_pipeline_for_features": self.extractor.protocol_input,
+                             "reference": f"test split of {self.index.name} at {self.config['image_size']} px, "
+                                          f"statistics cached in {path} (sha256 {_sha256(path)[:16]})"}
+        else:
+            self.protocol = {"note": "No domain oracle for this data set and no inception_weights: no image metric. "
+                                     "Set --set inception_weights=FILE (docs/metrics.md)."}
+        self._ready = True
+
+    def _statistics(self, images, batch_size: int = 50):
+        from t2igan.metrics.fid import RunningStatistics
+
+        running, logits = RunningStatistics(), []
+        for start in range(0, len(images), batch_size):
+            pool, scores = self.extractor(images[start : start + batch_size])
+            running.update(np.asarray(pool, np.float64))
+            logits.append(np.asarray(scores, np.float64))
+        return running.result(), np.concatenate(logits)
+
+    def score(self, plan, images) -> tuple[dict, dict]:
+        """(results, protocol) for generated ``images`` (in [-1, 1]) of the ``plan``'s captions."""
+        self._prepare()
+        protocol, results = dict(self.protocol), {}
+        if self.kind == "oracle":
+            from t2igan.metrics.fid import fid_from_features
+
+            attributes = [self.index.test[i].caption_attributes[c] for i, c in plan]
+            score = self.oracle.score(images, attributes)
+            results = {f"oracle_accuracy/{k}": v for k, v in score.items() if k != "counts"}
+            results["oracle_fid"] = fid_from_features(self.real_features, self.oracle.features(images))
+            protocol["counts"] = score["counts"]
+        elif self.kind is not None:
+            from t2igan.metrics.fid import frechet_distance
+            from t2igan.metrics.inception_score import inception_score, softmax
+
+            (mu, sigma), logits = self._statistics(images)
+            results["fid"] = frechet_distance(self.real_mu, self.real_sigma, mu, sigma)
+            if len(logits) >= 10:
+                results["inception_score"], results["inception_score_std"] = inception_score(softmax(logits), 10)
+                protocol["inception_score"] = "softmax over the extractor's logits (tf-fid: pool3·W, no bias), 10 splits"
+            if len(images) < 2048:
+                protocol["fid_warning"] = (f"{len(images)} images < 2,048 feature dimensions: singular covariance, "
+                                           "FID biased upwards; papers use ~30,000")
+        return results, protocol
+
+
 def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_samples: int, seed: int,
-                 data_root: str, generator_name: str = "generator", extra: Callable | None = None) -> dict:
-    """``extra(plan, images) -> (results, protocol)`` adds a chapter's own metrics (e.g. R-precision)."""
+                 data_root: str, generator_name: str = "generator", extra: Callable | None = None,
+                 real_images: Callable[[], np.ndarray] | None = None) -> dict:
+    """``extra(plan, images) -> (results, protocol)`` adds a chapter's own metrics (e.g. R-precision);
+    ``real_images()`` gives the real test images (uint8) for Inception reference statistics."""
     started = time.time()
     plan = caption_plan(index.test, eval_samples, seed)
     if not plan:
@@ -69,31 +180,9 @@ def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_sa
         "generator": f"{generator_name} from {latest}",
         "image_pipeline": f"generator output [-1, 1] → uint8 → [-1, 1]; {config['image_size']} px; RGB; no resize",
     }
-    results: dict = {}
-    if index.name in ("shapes", "shapes-pairs"):
-        from t2igan import oracle as oracle_module
-        from t2igan.metrics.fid import fid_from_features
-
-        cache = os.path.join(index.root, "oracle")
-        epochs = config.get("oracle_epochs") or oracle_module.DEFAULT_EPOCHS
-        oracle = oracle_module.load_or_train_oracle(index.root, config["image_size"], cache, epochs=epochs)
-        weights = os.path.join(cache, f"oracle-{index.name}-{config['image_size']}px.weights.h5")
-        attributes = [index.test[i].caption_attributes[c] for i, c in plan]
-        score = oracle.score(images, attributes)
-        real_images, _ = oracle_module.load_split_arrays(index.root, "test", config["image_size"])
-        real_features = oracle.features(real_images)
-        fid = fid_from_features(real_features, oracle.features(images))
-        results = {f"oracle_accuracy/{k}": v for k, v in score.items() if k != "counts"}
-        results["oracle_fid"] = fid
-        protocol.update({
-            "feature_extractor": f"shapes oracle, penultimate layer ({real_features.shape[1]}-d), sha256 {_sha256(weights)[:16]}",
-            "oracle_real_test_accuracy": oracle.report.get("test_accuracy"),
-            "reference": f"{len(real_images)} real test images of {os.path.basename(index.root)}",
-            "counts": score["counts"],
-        })
-    else:
-        protocol["note"] = ("No domain oracle for this data set. Inception FID / IS / R-precision need the "
-                            "metrics module and local Inception weights (docs/metrics.md).")
+    scorer = Scorer(config, index, real_images or (lambda: np.zeros((0,))), os.path.join(data_root, "cache"))
+    results, more = scorer.score(plan, images)
+    protocol.update(more)
     if extra is not None:
         more_results, more_protocol = extra(plan, images)
         results.update(more_results)

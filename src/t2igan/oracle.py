@@ -199,7 +199,7 @@ class Oracle:
 
 
 # ----------------------------------------------------------------------------- training / caching
-def _cache_paths(cache_dir: str, dataset_name: str, image_size: int) -> tuple[str, str]:
+def cache_paths(cache_dir: str, dataset_name: str, image_size: int) -> tuple[str, str]:
     stem = os.path.join(cache_dir, f"oracle-{dataset_name}-{image_size}px")
     return stem + ".weights.h5", stem + ".report.json"
 
@@ -253,7 +253,7 @@ def train_oracle(root: str, image_size: int, cache_dir: str, *, epochs: int | No
         logging.warning("Oracle accuracy below %.0f %% on some attribute: %s", 100 * TARGET_ACCURACY, accuracy)
 
     os.makedirs(cache_dir, exist_ok=True)
-    weights_path, report_path = _cache_paths(cache_dir, index.name, image_size)
+    weights_path, report_path = cache_paths(cache_dir, index.name, image_size)
     model.save_weights(weights_path)
     with open(report_path, "w", encoding="utf-8") as f:
         json.dump(oracle.report, f, indent=2)
@@ -265,7 +265,7 @@ def load_or_train_oracle(root: str, image_size: int, cache_dir: str, *, epochs: 
     """Loads the cached oracle when it was trained on a data set with the same options, else trains one."""
     with open(os.path.join(root, "dataset.json"), encoding="utf-8") as f:
         meta = json.load(f)
-    weights_path, report_path = _cache_paths(cache_dir, meta["name"], image_size)
+    weights_path, report_path = cache_paths(cache_dir, meta["name"], image_size)
     if os.path.exists(weights_path) and os.path.exists(report_path):
         with open(report_path, encoding="utf-8") as f:
             report = json.load(f)

@@ -163,11 +163,15 @@ class Chapter:
 
     def fit(self, gan, run, config, strategy, dataset, *, steps_per_epoch: int, initial_epoch: int, checkpointer,
             render: Callable[[], np.ndarray], grid_captions: list[str], optimizers: dict, timer, phase: str = "",
-            extra_callbacks: Callable | None = None) -> None:
+            extra_callbacks: Callable | None = None, index=None, metrics_generate: Callable | None = None,
+            noise_dim: int = 0, metrics_extra: Callable | None = None) -> None:
         """``gan.fit`` with the callbacks every chapter uses; records the summary in metrics.json.
 
         ``phase`` names one of several trainings of a run (StackGAN-v1's ``stage1``, ``stage2``):
         its logs, samples and summary are kept apart. ``extra_callbacks(writer)`` adds a chapter's own.
+        ``metrics_generate(example_indices, caption_indices, noise)`` (the eval's generate) turns on the
+        in-training metrics every ``metrics_every_epochs``; ``metrics_extra(plan, images)`` adds the
+        chapter's own (R-precision).
         """
         import tensorflow as tf
 
@@ -185,6 +189,9 @@ class Chapter:
         ]
         if extra_callbacks is not None:
             callbacks += extra_callbacks(writer)
+        periodic = self.periodic_metrics(config, index, metrics_generate, noise_dim, metrics_extra, writer)
+        if periodic is not None:
+            callbacks.append(periodic)
         logging.info("Training %s: epochs %d → %d, %d steps each, global batch %d, %d replica(s).", self.title,
                      initial_epoch, config["epochs"], steps_per_epoch, config["batch_size"], strategy.num_replicas_in_sync)
         history = gan.fit(dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
@@ -193,10 +200,36 @@ class Chapter:
             raise nan_guard.error
         final = {key: float(values[-1]) for key, values in history.history.items()}
         steps = int(next(iter(optimizers.values())).iterations.numpy())
-        run.update_metrics("train" + suffix.replace("-", "_"), {"epochs": config["epochs"], "steps": steps,
-                                     "seconds_this_session": round(timer.elapsed(), 1), "final": final})
+        summary = {"epochs": config["epochs"], "steps": steps, "seconds_this_session": round(timer.elapsed(), 1), "final": final}
+        if periodic is not None and periodic.history:
+            summary["metrics_during_training"] = periodic.history
+        run.update_metrics("train" + suffix.replace("-", "_"), summary)
         print(f"Trained to epoch {config['epochs']} in {timer.elapsed():.0f} s. "
               f"Samples: {samples}  TensorBoard: make tensorboard")
+
+    def periodic_metrics(self, config, index, generate, noise_dim, extra, writer):
+        """The in-training metrics callback, or None when off (``metrics_every_epochs=0``) or nothing to measure."""
+        from t2igan.evaluation import Scorer, caption_plan, generate_for
+        from t2igan.training.callbacks import PeriodicMetrics
+
+        every = config.get("metrics_every_epochs", 0)
+        if generate is None or index is None or every <= 0:
+            return None
+        scorer = Scorer(config, index, lambda: self.images(index, config, "test"), os.path.join(FLAGS.data_root, "cache"))
+        if scorer.kind is None and extra is None:
+            logging.info("In-training metrics off: no oracle for %s and no inception_weights (docs/metrics.md).", index.name)
+            return None
+        # A fixed plan and fixed noise (seed 1234, as the sample grid): the curve shows training, not sampling.
+        plan = caption_plan(index.test, config["metrics_samples"], seed=1234)
+
+        def measure():
+            images = generate_for(plan, generate, noise_dim, seed=1234)
+            results, _ = scorer.score(plan, images)
+            if extra is not None:
+                results.update(extra(plan, images)[0])
+            return {key.replace("oracle_accuracy/", "oracle_accuracy_"): value for key, value in results.items()}
+
+        return PeriodicMetrics(measure, writer, every)
 
     def build_for_training(self, strategy, run, config, build: Callable, steps_per_data_epoch: int, folder: str | None = None):
         """Build the GAN and its two Adams in the strategy scope, then restore the last checkpoint.

@@ -48,3 +48,46 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     return frechet_distance(*statistics(real), *statistics(fake))
+
+
+class RunningStatistics:
+    """μ and the unbiased Σ of features that arrive in batches (float64 sums), so a 30,000-image
+    evaluation never holds all its features at once. Same values as :func:`statistics` on the stack."""
+
+    def __init__(self):
+        self.count, self.total, self.outer = 0, None, None
+
+    def update(self, features) -> None:
+        features = np.asarray(features, np.float64)
+        if features.ndim != 2:
+            raise ValueError(f"Need (N, D) features, got shape {features.shape}.")
+        if self.total is None:
+            self.total, self.outer = np.zeros(features.shape[1]), np.zeros((features.shape[1],) * 2)
+        self.count += len(features)
+        self.total += features.sum(axis=0)
+        self.outer += features.T @ features
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.count < 2:
+            raise ValueError(f"Need at least 2 feature vectors, got {self.count}.")
+        mu = self.total / self.count
+        return mu, (self.outer - self.count * np.outer(mu, mu)) / (self.count - 1)
+
+
+def save_statistics(path: str, mu, sigma, protocol: dict | None = None) -> None:
+    """``mu``/``sigma`` in the layout of DF-GAN's and DM-GAN's ``.npz`` files, plus the protocol (JSON)."""
+    import json
+
+    np.savez(path, mu=mu, sigma=sigma, protocol=json.dumps(protocol or {}, ensure_ascii=False))
+
+
+def load_statistics(path: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``mu``, ``sigma`` and the stored protocol (empty for files from DF-GAN / DM-GAN) of an ``.npz``."""
+    import json
+
+    with np.load(path, allow_pickle=False) as data:
+        if "mu" not in data.files or "sigma" not in data.files:
+            raise ValueError(f"{path} has arrays {data.files}; reference statistics need 'mu' and 'sigma' "
+                             "(the layout of DF-GAN's bird_val256_FIDK0.npz and of this project's cache).")
+        protocol = json.loads(str(data["protocol"])) if "protocol" in data.files else {}
+        return data["mu"].astype(np.float64), data["sigma"].astype(np.float64), protocol

@@ -107,3 +107,25 @@ class SampleGrid(keras.callbacks.Callback):
         with self.writer.as_default(step=int(self.model.generator_optimizer.iterations.numpy())):
             tf.summary.image(self.tag, grid[None].astype(np.float32) / 255.0)
         self.writer.flush()
+
+
+class PeriodicMetrics(keras.callbacks.Callback):
+    """Every ``every_epochs`` epochs: ``measure()`` (a fixed sample of test captions with fixed noise →
+    oracle or Inception FID, R-precision …) logged to TensorBoard as ``metrics/<name>`` and kept in
+    ``history`` — the cheap version of ``chapterN-eval``, to watch a run and pick a checkpoint."""
+
+    def __init__(self, measure: Callable[[], dict], writer, every_epochs: int):
+        super().__init__()
+        self.measure, self.writer, self.every_epochs = measure, writer, every_epochs
+        self.history: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every_epochs <= 0 or (epoch + 1) % self.every_epochs:
+            return
+        results = self.measure()
+        self.history.append({"epoch": epoch + 1, **results})
+        with self.writer.as_default(step=int(self.model.generator_optimizer.iterations.numpy())):
+            for name, value in results.items():
+                tf.summary.scalar(f"metrics/{name}", float(value))
+        self.writer.flush()
+        logging.info("Epoch %d metrics: %s", epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in results.items()))

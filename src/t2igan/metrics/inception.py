@@ -1,0 +1,288 @@
+"""Feature extractors for FID and IS, each named in the protocol card.
+
+* ``tf-fid``: the FID Inception (the 2015-12-05 TensorFlow graph, pool3, 2048-d) as TTUR, pytorch-fid
+  ≥ 0.1 and clean-fid use it. Built here layer by layer as pytorch-fid's ``FIDInceptionV3`` (torchvision
+  names): conv → BN(ε = 1e-3) → ReLU units without conv bias; the average pools of Mixed_5b … Mixed_7b
+  exclude padding (TF ``SAME`` average pooling divides by the number of valid inputs, the
+  ``count_include_pad=False`` of pytorch-fid); Mixed_7c pools its pool branch with a *max*-pool.
+  Weights come from the file users download for pytorch-fid (``pt_inception-2015-12-05-6726825d.pth``,
+  read with torch, ``weights_only=True``) or from the ``.npz`` that ``python -m t2igan.metrics.inception
+  convert`` writes from it (no torch needed afterwards).
+  Input: RGB in [-1, 1] → [0, 255] → bilinear resize to 299 (half-pixel, no antialias, as pytorch-fid's
+  ``F.interpolate``) → (x − 128) / 128 (the graph's own normalisation).
+* ``keras-imagenet``: ``keras.applications.InceptionV3`` (ImageNet, 1000 classes) from a local ``.h5`` —
+  not the FID network; its FID and IS are labelled "not comparable with papers".
+
+Nothing here downloads: a missing file raises an error that says what to fetch and where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
+KERAS_WEIGHTS_NAME = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" + KERAS_WEIGHTS_NAME
+KERAS_WEIGHTS_MD5 = "9a0d58056eeedaa3f26cb7ebd46da564"   # keras.applications' own file_hash for this file
+FID_CLASSES = 1008                                        # the 2015 graph's classifier (1001 used, 7 unused)
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def missing_weights_message(extractor: str, path: str | None) -> str:
+    where = f"'{path}' does not exist. " if path else "No weights file given. "
+    if extractor == "tf-fid":
+        return (where + "The FID Inception weights are not bundled and never downloaded at run time. Download "
+                f"{FID_WEIGHTS_URL} (95.6 MB; by torch-hub convention its SHA-256 begins with 6726825d), then either "
+                "pass it as --inception_weights=PATH (reading a .pth needs `pip install torch`), or convert it once: "
+                "python -m t2igan.metrics.inception convert PATH.pth fid_inception.npz  and pass the .npz.")
+    return (where + f"Download {KERAS_WEIGHTS_URL} (MD5 {KERAS_WEIGHTS_MD5}) and pass it as --inception_weights=PATH.")
+
+
+# ---------------------------------------------------------------------------------------------- the network
+def _fid_inception_layers():
+    """(builder of the Keras graph, ordered torch prefixes of its conv units). Imports Keras lazily."""
+    import keras
+    from keras import layers
+
+    units: dict[str, tuple] = {}
+
+    def unit(x, name, filters, kernel, strides=1, padding="same"):
+        conv = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False, name=f"{name}.conv")
+        norm = layers.BatchNormalization(epsilon=1e-3, name=f"{name}.bn")
+        units[name] = (conv, norm)
+        return layers.ReLU(name=f"{name}.relu")(norm(conv(x), training=False))
+
+    def average_pool(x, name):  # TF SAME average pooling excludes the padding: count_include_pad=False
+        return layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.avg_pool")(x)
+
+    def block_a(x, name, pool_features):                                  # Mixed_5b/5c/5d
+        b1 = unit(x, f"{name}.branch1x1", 64, 1)
+        b5 = unit(unit(x, f"{name}.branch5x5_1", 48, 1), f"{name}.branch5x5_2", 64, 5)
+        b3 = unit(x, f"{name}.branch3x3dbl_1", 64, 1)
+        b3 = unit(unit(b3, f"{name}.branch3x3dbl_2", 96, 3), f"{name}.branch3x3dbl_3", 96, 3)
+        bp = unit(average_pool(x, name), f"{name}.branch_pool", pool_features, 1)
+        return layers.Concatenate(name=name)([b1, b5, b3, bp])
+
+    def block_b(x, name):                                                 # Mixed_6a
+        b3 = unit(x, f"{name}.branch3x3", 384, 3, strides=2, padding="valid")
+        bd = unit(unit(x, f"{name}.branch3x3dbl_1", 64, 1), f"{name}.branch3x3dbl_2", 96, 3)
+        bd = unit(bd, f"{name}.branch3x3dbl_3", 96, 3, strides=2, padding="valid")
+        bp = layers.MaxPooling2D(3, strides=2, name=f"{name}.max_pool")(x)
+        return layers.Concatenate(name=name)([b3, bd, bp])
+
+    def block_c(x, name, c7):                                             # Mixed_6b … 6e
+        b1 = unit(x, f"{name}.branch1x1", 192, 1)
+        b7 = unit(x, f"{name}.branch7x7_1", c7, 1)
+        b7 = unit(unit(b7, f"{name}.branch7x7_2", c7, (1, 7)), f"{name}.branch7x7_3", 192, (7, 1))
+        bd = unit(x, f"{name}.branch7x7dbl_1", c7, 1)
+        for i, (filters, kernel) in enumerate([(c7, (7, 1)), (c7, (1, 7)), (c7, (7, 1)), (192, (1, 7))], start=2):
+            bd = unit(bd, f"{name}.branch7x7dbl_{i}", filters, kernel)
+        bp = unit(average_pool(x, name), f"{name}.branch_pool", 192, 1)
+        return layers.Concatenate(name=name)([b1, b7, bd, bp])
+
+    def block_d(x, name):                                                 # Mixed_7a
+        b3 = unit(unit(x, f"{name}.branch3x3_1", 192, 1), f"{name}.branch3x3_2", 320, 3, strides=2, padding="valid")
+        b7 = unit(x, f"{name}.branch7x7x3_1", 192, 1)
+        b7 = unit(unit(b7, f"{name}.branch7x7x3_2", 192, (1, 7)), f"{name}.branch7x7x3_3", 192, (7, 1))
+        b7 = unit(b7, f"{name}.branch7x7x3_4", 192, 3, strides=2, padding="valid")
+        bp = layers.MaxPooling2D(3, strides=2, name=f"{name}.max_pool")(x)
+        return layers.Concatenate(name=name)([b3, b7, bp])
+
+    def block_e(x, name, max_pool):                                       # Mixed_7b (avg), Mixed_7c (max)
+        b1 = unit(x, f"{name}.branch1x1", 320, 1)
+        b3 = unit(x, f"{name}.branch3x3_1", 384, 1)
+        b3 = layers.Concatenate()([unit(b3, f"{name}.branch3x3_2a", 384, (1, 3)),
+                                   unit(b3, f"{name}.branch3x3_2b", 384, (3, 1))])
+        bd = unit(unit(x, f"{name}.branch3x3dbl_1", 448, 1), f"{name}.branch3x3dbl_2", 384, 3)
+        bd = layers.Concatenate()([unit(bd, f"{name}.branch3x3dbl_3a", 384, (1, 3)),
+                                   unit(bd, f"{name}.branch3x3dbl_3b", 384, (3, 1))])
+        pooled = (layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}.max_pool")(x) if max_pool
+                  else average_pool(x, name))
+        bp = unit(pooled, f"{name}.branch_pool", 192, 1)
+        return layers.Concatenate(name=name)([b1, b3, bd, bp])
+
+    def build():
+        images = keras.Input((299, 299, 3), name="normalised_299")
+        x = unit(images, "Conv2d_1a_3x3", 32, 3, strides=2, padding="valid")
+        x = unit(x, "Conv2d_2a_3x3", 32, 3, padding="valid")
+        x = unit(x, "Conv2d_2b_3x3", 64, 3)
+        x = layers.MaxPooling2D(3, strides=2, name="maxpool1")(x)
+        x = unit(x, "Conv2d_3b_1x1", 80, 1, padding="valid")
+        x = unit(x, "Conv2d_4a_3x3", 192, 3, padding="valid")
+        x = layers.MaxPooling2D(3, strides=2, name="maxpool2")(x)
+        for name, pool_features in (("Mixed_5b", 32), ("Mixed_5c", 64), ("Mixed_5d", 64)):
+            x = block_a(x, name, pool_features)
+        x = block_b(x, "Mixed_6a")
+        for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
+            x = block_c(x, name, c7)
+        x = block_d(x, "Mixed_7a")
+        x = block_e(x, "Mixed_7b", max_pool=False)
+        x = block_e(x, "Mixed_7c", max_pool=True)
+        pool3 = layers.GlobalAveragePooling2D(name="pool3")(x)
+        # IS as improved-gan computes it on this graph: softmax(pool3 · W), the bias left out.
+        logits = layers.Dense(FID_CLASSES, use_bias=False, name="fc")(pool3)
+        return keras.Model(images, [pool3, logits], name="fid_inception_v3")
+
+    return build, units
+
+
+class FidInception:
+    """The FID Inception-v3: ``features(images)`` → pool3 (N, 2048); ``logits(images)`` → (N, 1008)."""
+
+    name = "tf-fid"
+
+    def __init__(self, weights: str | None = None):
+        build, self.units = _fid_inception_layers()
+        self.model = build()
+        self.weights_path, self.weights_sha256 = weights, None
+        if weights is not None:
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(missing_weights_message("tf-fid", weights))
+            self.load(read_state_dict(weights))
+            self.weights_sha256 = sha256(weights)
+
+    # torch layout ↔ Keras layout ---------------------------------------------------------------
+    def state_shapes(self) -> dict[str, tuple]:
+        """The torch state-dict keys and shapes this network expects (pytorch-fid's names)."""
+        shapes = {}
+        for prefix, (conv, norm) in self.units.items():
+            kh, kw, cin, cout = conv.kernel.shape
+            shapes[f"{prefix}.conv.weight"] = (cout, cin, kh, kw)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                shapes[f"{prefix}.bn.{key}"] = (cout,)
+        shapes["fc.weight"] = (FID_CLASSES, 2048)
+        shapes["fc.bias"] = (FID_CLASSES,)
+        return shapes
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        expected = self.state_shapes()
+        state = {k: np.asarray(v) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = [f"{k}: {state[k].shape} ≠ {expected[k]}" for k in expected if k in state
+                 and tuple(state[k].shape) != tuple(expected[k])]
+        if missing or unexpected or wrong:
+            raise ValueError("These weights are not pytorch-fid's FID Inception: "
+                             f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                             f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}, "
+                             f"wrong shapes {wrong[:5]}. Expected the file {FID_WEIGHTS_NAME}.")
+        for prefix, (conv, norm) in self.units.items():
+            conv.kernel.assign(np.transpose(state[f"{prefix}.conv.weight"], (2, 3, 1, 0)))
+            norm.set_weights([state[f"{prefix}.bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
+        self.model.get_layer("fc").kernel.assign(np.transpose(state["fc.weight"]))
+
+    # inference ----------------------------------------------------------------------------------
+    @staticmethod
+    def preprocess(images):
+        """[-1, 1] RGB (N, H, W, 3) → the network's input: 0–255, bilinear 299 (half-pixel), (x − 128)/128."""
+        import tensorflow as tf
+
+        pixels = (tf.convert_to_tensor(images, tf.float32) + 1.0) * 127.5
+        pixels = tf.image.resize(pixels, (299, 299), method="bilinear", antialias=False)
+        return (pixels - 128.0) / 128.0
+
+    protocol_input = "[-1, 1] → ×127.5+127.5 → bilinear resize to 299 (half-pixel, no antialias) → (x − 128)/128; RGB"
+
+    def _outputs(self, images):
+        return self._call(self.preprocess(images))
+
+    def __call__(self, images):
+        return self._outputs(images)
+
+    @property
+    def _call(self):
+        import tensorflow as tf
+
+        if not hasattr(self, "_compiled"):
+            self._compiled = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        return self._compiled
+
+    def features(self, images) -> np.ndarray:
+        return np.asarray(self._outputs(images)[0], np.float64)
+
+    def logits(self, images) -> np.ndarray:
+        return np.asarray(self._outputs(images)[1], np.float64)
+
+    def describe(self) -> str:
+        weights = (f"{os.path.basename(self.weights_path)} sha256 {self.weights_sha256[:16]}" if self.weights_path
+                   else "RANDOM weights (tests only)")
+        return f"tf-fid: FID Inception-v3 (2015-12-05 graph, pytorch-fid layout), pool3 2048-d, {weights}"
+
+
+class KerasInception(FidInception):
+    """``keras.applications.InceptionV3`` with ImageNet weights from a local file: pool (2048) and logits."""
+
+    name = "keras-imagenet"
+    protocol_input = "[-1, 1] → bilinear resize to 299 (half-pixel, no antialias); RGB (Keras' own x/127.5 − 1)"
+
+    def __init__(self, weights: str | None = None):
+        import keras
+
+        if weights is not None and not os.path.isfile(weights):
+            raise FileNotFoundError(missing_weights_message("keras-imagenet", weights))
+        base = keras.applications.InceptionV3(include_top=True, weights=None, classifier_activation=None)
+        if weights is not None:
+            base.load_weights(weights)
+        pool = base.get_layer("avg_pool").output
+        self.model = keras.Model(base.input, [pool, base.output])
+        self.weights_path = weights
+        self.weights_sha256 = sha256(weights) if weights else None
+
+    @staticmethod
+    def preprocess(images):
+        import tensorflow as tf
+
+        return tf.image.resize(tf.convert_to_tensor(images, tf.float32), (299, 299), method="bilinear", antialias=False)
+
+    def describe(self) -> str:
+        weights = (f"{os.path.basename(self.weights_path)} sha256 {self.weights_sha256[:16]}" if self.weights_path
+                   else "RANDOM weights (tests only)")
+        return f"keras-imagenet: keras.applications.InceptionV3 ImageNet (NOT the FID network: not comparable with papers), {weights}"
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """A torch state dict from ``.pth`` (torch, ``weights_only=True``) or the ``.npz`` converted from it."""
+    if path.endswith(".npz"):
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(f"Reading {path} needs torch (pip install torch), or convert it once on a machine "
+                          "that has torch: python -m t2igan.metrics.inception convert IN.pth OUT.npz") from error
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {key: value.numpy() for key, value in state.items()}
+
+
+def make_extractor(name: str, weights: str | None):
+    if name == "tf-fid":
+        return FidInception(weights)
+    if name == "keras-imagenet":
+        return KerasInception(weights)
+    raise ValueError(f"Unknown feature extractor {name!r}: choose tf-fid or keras-imagenet (or oracle on shapes).")
+
+
+def _convert(argv):
+    if len(argv) != 3 or argv[0] != "convert":
+        raise SystemExit("usage: python -m t2igan.metrics.inception convert pt_inception-2015-12-05-6726825d.pth OUT.npz")
+    state = read_state_dict(argv[1])
+    FidInception().load(state)  # checks every key and shape before writing anything
+    np.savez(argv[2], **state)
+    print(f"Wrote {argv[2]} ({len(state)} arrays), sha256 {sha256(argv[2])}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    _convert(sys.argv[1:])

@@ -1,0 +1,57 @@
+"""``python -m t2igan.evaluate`` (``make eval``) on two image folders: protocol card, values, cached statistics."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+
+def evaluate(*args):
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "t2igan.evaluate", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=environment)
+
+
+def write_folder(folder, seed, count=4, size=24, shift=0.0):
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        pixels = np.clip(rng.uniform(0, 255, (size, size, 3)) * (1 - shift) + 255 * shift, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:03d}.png")
+
+
+def test_two_folders_print_the_protocol_and_reuse_cached_statistics(tmp_path):
+    write_folder(tmp_path / "real", 0)
+    write_folder(tmp_path / "fake", 1, shift=0.5)
+    stats, first, second = tmp_path / "real.npz", tmp_path / "first.json", tmp_path / "second.json"
+    # Random weights (tests): the real FID Inception file is never downloaded here.
+    result = evaluate(f"--real={tmp_path / 'real'}", f"--fake={tmp_path / 'fake'}", "--random_weights_for_tests",
+                      "--splits=2", "--batch_size=4", f"--save_real_stats={stats}", f"--output={first}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in ("Evaluation protocol", "feature_extractor", "RANDOM weights", "(x − 128)/128", "4 files in",
+                 "4, remainder kept", "fid", "inception_score"):
+        assert line in result.stdout, f"{line!r} missing from:\n{result.stdout}"
+    values = json.loads(first.read_text())["results"]
+    assert values["fid"] > 0 and values["inception_score"] >= 1.0
+    # The cached reference statistics give the same FID as the folder they came from.
+    again = evaluate(f"--real={stats}", f"--fake={tmp_path / 'fake'}", "--random_weights_for_tests", "--splits=2",
+                     f"--output={second}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(second.read_text())["results"]["fid"] == pytest.approx(values["fid"], rel=1e-6)
+    assert "'images': 4" in json.loads(second.read_text())["protocol"]["reference"]  # the stored protocol
+
+
+def test_clear_errors_without_weights_or_images(tmp_path):
+    write_folder(tmp_path / "real", 0, count=1)
+    no_weights = evaluate(f"--real={tmp_path / 'real'}", f"--fake={tmp_path / 'real'}", "--inception_weights=")
+    assert no_weights.returncode == 2 and "pt_inception-2015-12-05" in no_weights.stderr
+    too_few = evaluate(f"--real={tmp_path / 'real'}", f"--fake={tmp_path / 'real'}", "--random_weights_for_tests")
+    assert too_few.returncode == 2 and "holds 1 image" in too_few.stderr
+    not_run = evaluate(f"--run={tmp_path}")
+    assert not_run.returncode == 2 and "not a run folder" in not_run.stderr

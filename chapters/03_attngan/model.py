@@ -235,12 +235,18 @@ class AttnGan(stackgan.StackGanPlusPlus):
             g_total = self.adversarial_generator_loss(fakes, sentence, logs)
             damsm_words, damsm_sentence = self.damsm_loss(fakes[-1], words, sentence, lengths, class_ids)
             kl = kl_loss(mu, logvar)
-            g_total += self.damsm_weight * (damsm_words + damsm_sentence) + self.kl_weight * kl
+            extra, extra_logs = self.generator_extra_loss(fakes[-1], batch)  # chapter 5's plug-in; zero here
+            g_total += self.damsm_weight * (damsm_words + damsm_sentence) + self.kl_weight * kl + extra
             g_loss = self.average(g_total)
         self.apply(self.generator_optimizer, g_tape, g_loss, self.generator.trainable_variables)
         self.update_ema()
         return self.record(d_loss=d_total, g_loss=g_total, kl=kl, damsm=damsm_words + damsm_sentence,
-                           damsm_words=damsm_words, damsm_sentence=damsm_sentence, **logs)
+                           damsm_words=damsm_words, damsm_sentence=damsm_sentence, **logs, **extra_logs)
+
+    def generator_extra_loss(self, fake, batch):
+        """Extra generator terms on the last stage's images: (per-example loss (B,), logs). None in AttnGAN;
+        chapter 5's VLMGAN overrides it (its log names must be tracked: ``track``, ``metric_tags``)."""
+        return tf.zeros([tf.shape(fake)[0]], tf.float32), {}
 
     def generate(self, noise, caption_ids, caption_length, all_stages=False, return_attention=False):
         """Images from ``noise`` = [z, ε] rows; the largest stage unless ``all_stages``; with

@@ -462,10 +462,17 @@ class OneStageGan(ConditionalGAN):
             with g_tape.stop_recording():  # the D step(s) on the detached fake batch
                 terms = self.discriminator_step(images, tf.stop_gradient(fake), sentence)
             g_per_example = -self.discriminator([fake, sentence], training=True)
+            extra, extra_logs = self.generator_extra_loss(fake, batch)  # chapter 5's plug-in; zero here
+            g_per_example += extra
             g_loss = self.average(g_per_example)
         self.apply(self.generator_optimizer, g_tape, g_loss, self.generator.trainable_variables)
         self.update_ema()
-        return self.record(g_loss=tf.reduce_mean(g_per_example), **terms)
+        return self.record(g_loss=tf.reduce_mean(g_per_example), **terms, **extra_logs)
+
+    def generator_extra_loss(self, fake, batch):
+        """Extra generator terms on the generated images: (per-example loss (B,), logs). None in DF-GAN/RAT-GAN;
+        chapter 5's VLMGAN overrides it (its log names must be tracked: ``track``, ``metric_tags``)."""
+        return tf.zeros([tf.shape(fake)[0]], tf.float32), {}
 
     def generate(self, noise, caption_ids, caption_length, return_modulation=False):
         """Images (B, H, W, 3) from noise (B, noise_dim) with the sampling generator (EMA when enabled);

@@ -73,7 +73,7 @@ SHARED_SETTINGS = {
     "course": dict(metrics_every_epochs=5, metrics_samples=256),
     "paper": dict(metrics_every_epochs=10, metrics_samples=5000),
 }
-INCEPTION_SETTINGS = dict(inception_weights="", fid_extractor="tf-fid")
+INCEPTION_SETTINGS = dict(fid_weights="", fid_extractor="tf-fid")
 
 
 def resolve_config(profiles: dict[str, dict], profile: str, dataset: str, overrides: list[str], epochs: int | None) -> dict:

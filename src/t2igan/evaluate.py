@@ -28,8 +28,8 @@ flags.DEFINE_string("run", None, "A run folder: run its chapter's eval instead (
 flags.DEFINE_enum("extractor", "tf-fid", ["tf-fid", "keras-imagenet", "oracle"],
                   "Features: tf-fid (the FID Inception, the papers' standard), keras-imagenet (not comparable with "
                   "papers), oracle (shapes data sets only).")
-flags.DEFINE_string("inception_weights", os.environ.get("T2IGAN_INCEPTION_WEIGHTS"),
-                    "Local weights file for tf-fid / keras-imagenet (default: $T2IGAN_INCEPTION_WEIGHTS).")
+flags.DEFINE_string("inception_weights", os.environ.get("T2IGAN_FID_WEIGHTS"),
+                    "Local weights file for tf-fid / keras-imagenet (default: $T2IGAN_FID_WEIGHTS).")
 flags.DEFINE_string("oracle_data", None, "extractor=oracle: the shapes data set folder whose oracle is used "
                     "(e.g. data/shapes-32px-seed0).")
 flags.DEFINE_integer("image_size", 0, "extractor=oracle: the oracle's resolution (default: the fake images' size).")

@@ -56,14 +56,14 @@ class Scorer:
     in-training :class:`PeriodicMetrics` callback.
 
     * ``shapes`` / ``shapes-pairs``: the oracle (per-attribute accuracy, oracle FID against the real test images).
-    * other data sets: Inception FID and IS when ``inception_weights`` (config, or $T2IGAN_INCEPTION_WEIGHTS)
+    * other data sets: Inception FID and IS when ``fid_weights`` (config, or $T2IGAN_FID_WEIGHTS)
       names a local file; the real test images' statistics are cached beside the image cache.
     * otherwise no image metric (the chapter's own ``extra``, e.g. R-precision, still runs).
     """
 
     def __init__(self, config, index, real_images: Callable[[], np.ndarray], cache_dir: str | None = None):
         self.config, self.index, self.real_images, self.cache_dir = config, index, real_images, cache_dir
-        self.weights = config.get("inception_weights") or os.environ.get("T2IGAN_INCEPTION_WEIGHTS")
+        self.weights = config.get("fid_weights") or os.environ.get("T2IGAN_FID_WEIGHTS")
         if index.name in ("shapes", "shapes-pairs"):
             self.kind = "oracle"
         elif self.weights:
@@ -99,7 +99,7 @@ class Scorer:
                 from t2igan.errors import UserError
                 from t2igan.metrics.inception import missing_weights_message
 
-                raise UserError("inception_weights: " + missing_weights_message(self.kind, self.weights))
+                raise UserError("fid_weights: " + missing_weights_message(self.kind, self.weights))
             self.extractor = make_extractor(self.kind, self.weights)
             name = f"fid-stats-{self.index.name}-test-{self.config['image_size']}px-{self.kind}-{self.extractor.weights_sha256[:12]}.npz"
             path = os.path.join(self.cache_dir or os.path.join(self.index.root, "cache"), name)
@@ -118,8 +118,8 @@ class Scorer:
                              "reference": f"test split of {self.index.name} at {self.config['image_size']} px, "
                                           f"statistics cached in {path} (sha256 {_sha256(path)[:16]})"}
         else:
-            self.protocol = {"note": "No domain oracle for this data set and no inception_weights: no image metric. "
-                                     "Set --set inception_weights=FILE (docs/metrics.md)."}
+            self.protocol = {"note": "No domain oracle for this data set and no fid_weights: no image metric. "
+                                     "Set --set fid_weights=FILE (docs/metrics.md)."}
         self._ready = True
 
     def _statistics(self, images, batch_size: int = 50):

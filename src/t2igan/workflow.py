@@ -217,7 +217,7 @@ class Chapter:
             return None
         scorer = Scorer(config, index, lambda: self.images(index, config, "test"), os.path.join(FLAGS.data_root, "cache"))
         if scorer.kind is None and extra is None:
-            logging.info("In-training metrics off: no oracle for %s and no inception_weights (docs/metrics.md).", index.name)
+            logging.info("In-training metrics off: no oracle for %s and no fid_weights (docs/metrics.md).", index.name)
             return None
         # A fixed plan and fixed noise (seed 1234, as the sample grid): the curve shows training, not sampling.
         plan = caption_plan(index.test, config["metrics_samples"], seed=1234)

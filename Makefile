@@ -23,7 +23,10 @@ CHAPTER_1 := 01_gan_int_cls
 CHAPTER_2 := 02_stackgan
 CHAPTER_3 := 03_attngan
 CHAPTER_4 := 04_dfgan_ratgan
+CHAPTER_5 := 05_vlmgan
 V4 = --variant=$(or $(VARIANT),ratgan)
+V5 = --variant=$(or $(VARIANT),attngan)
+SCORE_RUN ?=
 BENCHMARK_PROFILE ?= paper
 ATTN    ?= 0
 
@@ -33,7 +36,8 @@ COMMON = --dataset=$(DATASET) --profile=$(PROFILE) $(if $(RUN_DIR),--run_dir=$(R
         chapter1-pretrain chapter1-train chapter1-sample chapter1-eval chapter1-check \
         chapter2-pretrain chapter2-train chapter2-sample chapter2-eval chapter2-check \
         chapter3-pretrain chapter3-train chapter3-sample chapter3-eval chapter3-check \
-        chapter4-pretrain chapter4-train chapter4-sample chapter4-eval chapter4-check chapter4-benchmark
+        chapter4-pretrain chapter4-train chapter4-sample chapter4-eval chapter4-check chapter4-benchmark \
+        chapter5-pretrain chapter5-train chapter5-sample chapter5-eval chapter5-vlms chapter5-check
 
 help:
 	@echo "make chapter1-train   [DATASET=shapes|shapes-pairs|birds|flowers|coco|<folder>] [PROFILE=course|smoke|paper] [RUN_DIR=...] [ARGS=...]"
@@ -44,6 +48,8 @@ help:
 	@echo "make chapter2-train   [VARIANT=v2|v1] and chapter2-{pretrain,sample,eval,check}: StackGAN++ / StackGAN-v1"
 	@echo "make chapter3-train   and chapter3-{pretrain,sample,eval,check}: DAMSM + AttnGAN; chapter3-sample ATTN=1 adds attention maps"
 	@echo "make chapter4-train   [VARIANT=ratgan|dfgan] and chapter4-{pretrain,sample,eval,check}: RAT-GAN / DF-GAN on DAMSM"
+	@echo "make chapter5-train   [VARIANT=attngan|dfgan] and chapter5-{pretrain,sample,eval,check}: VLMGAN (VLM losses on AttnGAN / DF-GAN)"
+	@echo "make chapter5-vlms SCORE_RUN=runs/ch4-...  (VLMS, oracle, R-precision of a chapter 3/4 run under this run's VLM)"
 	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8)"
 	@echo "make eval REAL=folder|stats.npz FAKE=folder [EXTRACTOR=tf-fid|keras-imagenet|oracle] [WEIGHTS=file]  (FID + IS, protocol card)"
 	@echo "make tensorboard      (TensorBoard on runs/)"
@@ -117,6 +123,20 @@ chapter4-benchmark: install
 	$(PY) -m chapters.$(CHAPTER_4) benchmark $(V4) --profile=$(BENCHMARK_PROFILE) $(ARGS)
 chapter4-check: install
 	$(PY) -m pytest -q tests/test_chapter04_model.py tests/test_chapter04.py
+
+# ---------------------------------------------------------------- chapter 5: VLMGAN
+chapter5-pretrain: install
+	$(PY) -m chapters.$(CHAPTER_5) pretrain $(V5) $(COMMON) $(ARGS)
+chapter5-train: install
+	$(PY) -m chapters.$(CHAPTER_5) train $(V5) $(COMMON) $(ARGS)
+chapter5-sample: install
+	$(PY) -m chapters.$(CHAPTER_5) sample $(V5) $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(ARGS)
+chapter5-eval: install
+	$(PY) -m chapters.$(CHAPTER_5) eval $(V5) $(COMMON) --sample_seed=$(SEED) $(ARGS)
+chapter5-vlms: install
+	$(PY) -m chapters.$(CHAPTER_5) vlms $(V5) $(COMMON) --score_run="$(SCORE_RUN)" --sample_seed=$(SEED) $(ARGS)
+chapter5-check: install
+	$(PY) -m pytest -q tests/test_chapter05_model.py tests/test_chapter05.py
 
 # ---------------------------------------------------------------- everything else
 tensorboard: install

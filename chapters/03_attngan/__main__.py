@@ -15,6 +15,8 @@ from t2igan.sampling import stages_side_by_side
 from t2igan.stages import check_stage_sizes
 from t2igan.workflow import Chapter
 
+from .build import build_gan, noise_width  # config → networks
+
 flags.DEFINE_bool("attention", False, "sample: also write the attention map of every word (ATTN=1).")
 
 chapter = Chapter("03_attngan", 3, "AttnGAN")
@@ -26,10 +28,6 @@ def _setup(for_training):
     return strategy, run, config
 
 
-def noise_width(config) -> int:
-    return config["noise_dim"] + config["condition_dim"]
-
-
 # ----------------------------------------------------------------------------- text
 def load_damsm(run, config, index, strategy=None):
     """The run's pretrained DAMSM encoders (``t2igan.damsm``; pretrained first when training and absent)."""
@@ -37,29 +35,6 @@ def load_damsm(run, config, index, strategy=None):
 
 
 # ----------------------------------------------------------------------------- AttnGAN
-def build_gan(config, encoders):
-    import tensorflow as tf
-
-    model = chapter.module("model")
-    text, image = encoders
-    dim = 2 * config["text_hidden"]
-
-    def generator():
-        network = model.AttnGanGenerator(config["noise_dim"], config["condition_dim"], config["generator_width"],
-                                         config["stages"], config["base_size"], config["residual_blocks"],
-                                         config["faithful_mask_bug"])
-        network([tf.zeros((2, config["noise_dim"])), tf.zeros((2, dim)), tf.zeros((2, 3, dim)), tf.ones((2, 3), tf.bool)])
-        return network
-
-    g = generator()
-    discriminator = model.Discriminators(g.sizes, config["discriminator_width"], dim)
-    discriminator([[tf.zeros((2, s, s, 3)) for s in g.sizes], tf.zeros((2, dim))])
-    gan = model.AttnGan(g, discriminator, text, image, config["damsm_weight"], config["kl_weight"], config["uncond_loss"],
-                        config["gamma1"], config["gamma2"], config["gamma3"], config["ema_decay"])
-    gan.enable_ema(generator)
-    return gan
-
-
 def attention_grid(image, maps, length, size):
     """One row: the image, then each word's attention map (last attention stage) over it."""
     import tensorflow as tf

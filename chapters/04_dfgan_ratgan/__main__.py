@@ -18,6 +18,8 @@ from t2igan import app
 from t2igan.app import FLAGS, UserError
 from t2igan.workflow import Chapter
 
+from .build import build_gan, sampling_noise  # config → networks
+
 flags.DEFINE_enum("variant", "ratgan", ["ratgan", "dfgan"],
                   "ratgan: RAT-GAN (recurrent affine controller, attention D); dfgan: the DF-GAN baseline.")
 flags.DEFINE_bool("attention", False, "sample (RAT-GAN): also write the discriminator's attention over each image (ATTN=1).")
@@ -41,46 +43,6 @@ def _setup(for_training):
     strategy, run, config = chapter.setup(for_training, lambda config: _variant_settings(FLAGS.profile, config))
     chapter.title = {"dfgan": "DF-GAN", "ratgan": "RAT-GAN"}[config["variant"]]
     return strategy, run, config
-
-
-def sentence_dim(config) -> int:
-    return 2 * config["text_hidden"]
-
-
-# ----------------------------------------------------------------------------- models
-def build_networks(config):
-    """(generator, discriminator) of the run's variant, built by a dummy call."""
-    import tensorflow as tf
-
-    model = chapter.module("model")
-    dim, size = sentence_dim(config), config["image_size"]
-    if config["variant"] == "dfgan":
-        generator = model.DfGanGenerator(config["noise_dim"], dim, config["generator_width"], size,
-                                         config["condition_on_noise"])
-        discriminator = model.DfGanDiscriminator(config["discriminator_width"], size, dim)
-    else:
-        generator = model.RatGanGenerator(config["noise_dim"], dim, config["generator_width"], size,
-                                          config["controller_units"])
-        discriminator = model.RatGanDiscriminator(config["discriminator_width"], size, dim, config["discriminator_head"])
-    generator([tf.zeros((1, config["noise_dim"])), tf.zeros((1, dim))])
-    discriminator([tf.zeros((1, size, size, 3)), tf.zeros((1, dim))])
-    return generator, discriminator
-
-
-def build_gan(config, text_encoder):
-    model = chapter.module("model")
-    generator, discriminator = build_networks(config)
-    gan = model.OneStageGan(generator, discriminator, text_encoder, config["mismatch"], config["penalty_step"],
-                            config["penalty_weight"], config["penalty_power"], config["ema_decay"])
-    gan.enable_ema(lambda: build_networks(config)[0])
-    return gan
-
-
-def sampling_noise(config, noise):
-    """Sampling and evaluation noise: DF-GAN's truncation (0.88 × N(0,1) cut at ±2) when the profile asks."""
-    from t2igan.sampling import truncate_noise
-
-    return truncate_noise(noise, 2.0, config["truncation"]) if config["truncation"] else noise
 
 
 # ----------------------------------------------------------------------------- train

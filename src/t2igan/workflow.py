@@ -30,10 +30,11 @@ class Chapter:
         return importlib.import_module(f"chapters.{self.package}.{name}")
 
     # ------------------------------------------------------------------ set-up
-    def setup(self, for_training: bool, adjust: Callable[[dict], None] | None = None):
+    def setup(self, for_training: bool, adjust: Callable[[dict], None] | None = None, profiles: dict | None = None):
         """Strategy first (it must precede every TF op), then config and run folder.
 
-        ``adjust(config)`` may change the resolved config before it is written (training only).
+        ``adjust(config)`` may change the resolved config before it is written (training only);
+        ``profiles`` replaces the chapter's ``profiles.PROFILES`` (chapter 5: one set per variant).
         """
         from t2igan.training.distribute import make_strategy, worker_run_dir
         from t2igan.training.run import RunDirectory
@@ -44,7 +45,8 @@ class Chapter:
             run_dir = worker_run_dir(strategy, run_dir)
         run = RunDirectory(run_dir, self.package)
         if for_training:
-            config = app.resolve_config(self.module("profiles").PROFILES, FLAGS.profile, FLAGS.dataset, FLAGS.set, FLAGS.epochs)
+            config = app.resolve_config(profiles or self.module("profiles").PROFILES, FLAGS.profile, FLAGS.dataset,
+                                        FLAGS.set, FLAGS.epochs)
             config["seed"] = FLAGS.seed
             # Where the data came from, so that sample/eval find it again without the flags.
             config.update(data_dir=FLAGS.data_dir, metadata_dir=FLAGS.metadata_dir)

@@ -1,0 +1,51 @@
+"""Chapter 5 profiles: the baseline chapter's profile (``VARIANT=attngan`` → chapter 3's, ``dfgan`` →
+chapter 4's DF-GAN) plus the VLM's settings. Every VLM value the paper leaves open is a reconstruction
+choice (README "paper says / we chose / why"; ``../shared`` reference sheet U1–U18 numbering).
+
+``vlm_weight=0 vvm_weight=0`` (``--set``) is exactly the baseline: the comparison runs of the README.
+"""
+
+import importlib
+
+_attngan = importlib.import_module("chapters.03_attngan.profiles").PROFILES
+_dfgan = importlib.import_module("chapters.04_dfgan_ratgan.profiles")
+
+_VLM = {
+    "paper": dict(
+        vlm_dir="",                     # reuse a pretrained VLM (a run's vlm folder); "" = pretrain one
+        msb_depth=2, msb_heads=4, msb_ffn=1024, msb_dropout=0.1,   # U6 (width = the DAMSM's, 256)
+        vlm_local_form="walkthrough",   # U5: cosine attention as the walkthrough writes it; "damsm": chapter 3's
+        vlm_hard_negatives=False,       # U7: MSB negatives among different-class captions, uniformly
+        vlm_freeze_backbone=True,       # U4: only projections (+ text encoder, MSB) train
+        vlm_batch_size=64,              # the walkthrough's batch for the VLM
+        vlm_epochs=200, vlm_steps_per_epoch=0,   # U8: DAMSM-like length (checkpoint with the best val top-1)
+        vlm_learning_rate=2e-3, vlm_learning_rate_decay=0.98, vlm_learning_rate_floor=2e-4,
+        vvm_weight=1.0,                 # λ1 (U12)
+        vlms_samples=0,                 # eval: VLMS over this many generated pairs (0 = every test caption)
+    ),
+}
+_VLM["course"] = dict(_VLM["paper"], vlm_epochs=3, vlm_steps_per_epoch=100)
+_VLM["smoke"] = dict(_VLM["course"], msb_depth=1, msb_heads=2, msb_ffn=32, vlm_batch_size=8, vlm_epochs=1,
+                     vlm_steps_per_epoch=2)
+
+
+def _variant(base, vlm, **changes):
+    return dict(base, **vlm, **changes)
+
+
+PROFILES = {
+    "attngan": {
+        # The walkthrough: batch 24, lr G 1e-4 / D 4e-4 (VLMGAN+AttnGAN); λ2 = AttnGAN's λ (U12).
+        "paper": _variant(_attngan["paper"], _VLM["paper"], batch_size=24, learning_rate_generator=1e-4,
+                          learning_rate_discriminator=4e-4, vlm_weight=5.0),
+        # Chapter 3's course, 9 epochs instead of 16: DAMSM (3 min) + VLM (1 min) + GAN fit in 20 minutes.
+        "course": _variant(_attngan["course"], _VLM["course"], epochs=9, vlm_weight=5.0),
+        "smoke": _variant(_attngan["smoke"], _VLM["smoke"], vlm_weight=5.0),
+    },
+    "dfgan": {
+        # U16: DF-GAN unchanged, λ1 = λ2 = 1 (the hinge loss is on another scale than AttnGAN's BCE).
+        "paper": _variant(_dfgan.PROFILES["paper"], _VLM["paper"], variant="dfgan", vlm_weight=1.0),
+        "course": _variant(_dfgan.PROFILES["course"], _VLM["course"], variant="dfgan", epochs=10, vlm_weight=1.0),
+        "smoke": _variant(_dfgan.PROFILES["smoke"], _VLM["smoke"], variant="dfgan", vlm_weight=1.0),
+    },
+}

@@ -45,7 +45,7 @@ PROFILES = {
     "dfgan": {
         # U16: DF-GAN unchanged, λ1 = λ2 = 1 (the hinge loss is on another scale than AttnGAN's BCE).
         "paper": _variant(_dfgan.PROFILES["paper"], _VLM["paper"], variant="dfgan", vlm_weight=1.0),
-        "course": _variant(_dfgan.PROFILES["course"], _VLM["course"], variant="dfgan", epochs=10, vlm_weight=1.0),
+        "course": _variant(_dfgan.PROFILES["course"], _VLM["course"], variant="dfgan", vlm_weight=1.0),  # 13 epochs as chapter 4
         "smoke": _variant(_dfgan.PROFILES["smoke"], _VLM["smoke"], variant="dfgan", vlm_weight=1.0),
     },
 }

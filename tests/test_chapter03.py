@@ -40,9 +40,19 @@ def test_smoke_run_pretrains_damsm_then_trains_attngan(smoke_run):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(value.tag for value in event.summary.value)
     for tag in ("loss/damsm", "loss/kl", "loss/discriminator_32px", "samples/fixed_captions", "attention/words",
-                "attention/captions"):
+                "attention/captions", "metrics/r_precision", "metrics/oracle_accuracy_colour"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
     assert glob.glob(str(smoke_run / "logs" / "damsm" / "train" / "events.*"))
+    # DAMSM validation: each word's attention over the image regions, per epoch (pretrain_DAMSM.py's maps).
+    damsm_images = {}
+    for path in glob.glob(str(smoke_run / "logs" / "damsm" / "attention" / "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "damsm/word_attention":
+                    damsm_images[event.step] = tf.io.decode_png(tf.make_ndarray(value.tensor)[2]).shape
+    assert sorted(damsm_images) == [1]  # smoke: one DAMSM epoch
+    height, width, _ = damsm_images[1]
+    assert height > 32 * 3 and width > 32 * 3  # 4 rows, the image + one map per word
 
 
 def test_sample_with_attention_maps_and_eval(smoke_run, workspace):

@@ -39,11 +39,20 @@ def test_two_folders_print_the_protocol_and_reuse_cached_statistics(tmp_path):
         assert line in result.stdout, f"{line!r} missing from:\n{result.stdout}"
     values = json.loads(first.read_text())["results"]
     assert values["fid"] > 0 and values["inception_score"] >= 1.0
-    # The cached reference statistics give the same FID as the folder they came from.
+    # The cached reference statistics give the same FID as the folder they came from; IS from a user's
+    # classifier (a .keras model on 299² images) with its background class dropped.
+    import keras
+
+    classifier = keras.Sequential([keras.Input((299, 299, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
+    classifier.save(tmp_path / "classifier.keras")
     again = evaluate(f"--real={stats}", f"--fake={tmp_path / 'fake'}", "--random_weights_for_tests", "--splits=2",
-                     f"--output={second}")
+                     f"--output={second}", f"--classifier={tmp_path / 'classifier.keras'}", "--drop_first_class")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads(second.read_text())["results"]["fid"] == pytest.approx(values["fid"], rel=1e-6)
+    report = json.loads(second.read_text())
+    assert report["results"]["fid"] == pytest.approx(values["fid"], rel=1e-6)
+    assert "your classifier" in report["protocol"]["inception_score"] and "background" in report["protocol"]["inception_score"]
+    assert 1.0 <= report["results"]["inception_score"] <= 3.0  # 3 classes left after dropping the background
+    assert "TensorFlow 2.21" in report["protocol"]["software"]
     assert "'images': 4" in json.loads(second.read_text())["protocol"]["reference"]  # the stored protocol
 
 

@@ -37,14 +37,9 @@ def load_damsm(run, config, index, strategy=None):
 # ----------------------------------------------------------------------------- AttnGAN
 def attention_grid(image, maps, length, size):
     """One row: the image, then each word's attention map (last attention stage) over it."""
-    import tensorflow as tf
+    from t2igan.sampling import heat_overlay
 
-    row = [image]
-    for t in range(length):
-        heat = tf.image.resize(maps[t][..., None], [size, size], "bilinear").numpy()
-        heat = heat / max(float(heat.max()), 1e-8)
-        row.append(np.clip(0.35 * image + (heat * 2 - 1) * np.array([1.0, 0.6, 0.2]) * 0.9, -1, 1))
-    return np.stack(row)
+    return np.stack([image] + [heat_overlay(image, maps[t]) for t in range(length)])
 
 
 def train():

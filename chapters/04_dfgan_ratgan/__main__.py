@@ -123,14 +123,15 @@ def ModulationStatistics(gan, noise, ids, lengths, writer):  # noqa: N802 (a cal
 
 
 def attention_overlay(images, maps):
-    """Each image beside the same image tinted by the D's 8×8 attention (normalised per image)."""
+    """Each image beside the same image tinted by the D's 8×8 attention (stretched per image; nearest, the
+    map's own cells)."""
     import tensorflow as tf
 
+    from t2igan.sampling import heat_overlay
+
     size = images.shape[1]
-    heat = tf.image.resize(maps[..., None], [size, size], "nearest").numpy()
-    heat = (heat - heat.min(axis=(1, 2, 3), keepdims=True)) / np.maximum(
-        np.ptp(heat, axis=(1, 2, 3), keepdims=True), 1e-12)
-    tinted = np.clip(0.35 * images + (heat * 2 - 1) * np.array([1.0, 0.6, 0.2]) * 0.9, -1, 1)
+    heat = tf.image.resize(maps[..., None], [size, size], "nearest").numpy()[..., 0]
+    tinted = np.stack([heat_overlay(image, cells, normalise="range") for image, cells in zip(images, heat)])
     return np.stack([images, tinted], axis=1)  # (B, 2, H, W, 3)
 
 

@@ -488,8 +488,10 @@ def pretrain(strategy, folder, log_dir, config, index, images_fn, verbose="auto"
     logging.info("Pretraining DAMSM (%s backbone, %d px): %d epochs × %d steps.", config["damsm_backbone"], size,
                  config["damsm_epochs"], steps)
     schedule = Schedule()
+    views = ValidationAttention(text, image, images["test"], index, vocab, config, os.path.join(log_dir, "damsm", "attention"))
     history = pretrainer.fit(dataset, epochs=config["damsm_epochs"], steps_per_epoch=steps, validation_data=validation,
-                             callbacks=[schedule, keras.callbacks.TensorBoard(os.path.join(log_dir, "damsm"), write_graph=False)],
+                             callbacks=[schedule, views,
+                                        keras.callbacks.TensorBoard(os.path.join(log_dir, "damsm"), write_graph=False)],
                              verbose=verbose)
     report = {key: float(values[-1]) for key, values in history.history.items()}
     report.update(best_val_retrieval_top1=schedule.best, best_epoch=schedule.best_epoch)
@@ -497,6 +499,47 @@ def pretrain(strategy, folder, log_dir, config, index, images_fn, verbose="auto"
         json.dump(dict(report, data_fingerprint=char_cnn_rnn.fingerprint(index), vocabulary_size=len(vocab),
                        encoder_config={key: config[key] for key in ENCODER_KEYS}), file, indent=2)
     return report
+
+
+class ValidationAttention(keras.callbacks.Callback):
+    """TensorBoard ``damsm/word_attention`` each epoch: for 4 fixed test images and their first caption, the
+    image, then where each word attends among the image regions (α of Eq. 9) — what AttnGAN's
+    ``pretrain_DAMSM.py`` saves as attention maps during validation."""
+
+    def __init__(self, text, image, test_images, index, vocab, config, log_dir, count=4):
+        super().__init__()
+        self.text, self.image, self.vocab, self.gamma1 = text, image, vocab, config["gamma1"]
+        count = min(count, len(test_images))
+        size = encoder_image_size(config)
+        pixels = tf.image.resize(tf.cast(test_images[:count], tf.float32), (size, size), antialias=True)
+        self.pixels = (pixels / 127.5 - 1.0).numpy()
+        ids, lengths = test_ids(index, vocab, config["words_num"])
+        self.ids, self.lengths = ids[:count, 0], lengths[:count, 0]
+        self.writer = tf.summary.create_file_writer(log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from t2igan.sampling import heat_overlay, make_grid
+
+        words, _ = self.text([self.ids, self.lengths], training=False)
+        regions, _ = self.image(self.pixels, training=False)
+        height, width = regions.shape[1], regions.shape[2]
+        flat = tf.reshape(regions, [len(self.ids), height * width, regions.shape[-1]])
+        _, attention = word_attention(words, flat, self.lengths, self.gamma1)  # (B, T, R)
+        maps = tf.reshape(attention, [len(self.ids), -1, height, width]).numpy()
+        longest = int(self.lengths.max())
+        rows = []
+        for b, image in enumerate(self.pixels):
+            row = [image] + [heat_overlay(image, maps[b, t]) for t in range(int(self.lengths[b]))]
+            row += [np.full_like(image, -1.0)] * (longest + 1 - len(row))
+            rows.append(np.stack(row))
+        grid = make_grid(np.stack(rows))
+        with self.writer.as_default(step=epoch + 1):
+            tf.summary.image("damsm/word_attention", grid[None].astype(np.float32) / 255.0)
+            if epoch == 0:
+                tf.summary.text("damsm/captions", "\n\n".join(
+                    f"{b}. " + " | ".join(self.vocab.words[t] for t in self.ids[b, : int(n)])
+                    for b, n in enumerate(self.lengths)))
+        self.writer.flush()
 
 
 def load(folder, config, index):

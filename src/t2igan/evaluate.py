@@ -36,6 +36,10 @@ flags.DEFINE_integer("image_size", 0, "extractor=oracle: the oracle's resolution
 flags.DEFINE_integer("batch_size", 50, "Images per feature-extraction batch (the reference implementations use 50).")
 flags.DEFINE_bool("inception_score", True, "Also report the Inception Score of the fake folder (Inception extractors).")
 flags.DEFINE_integer("splits", 10, "Inception Score splits.")
+flags.DEFINE_string("classifier", None, "IS with your own classifier instead: a Keras model file (.keras) mapping "
+                    "299×299 RGB images in [-1, 1] to logits (e.g. a port of StackGAN's fine-tuned CUB/Oxford Inception).")
+flags.DEFINE_bool("drop_first_class", False, "IS: drop logit 0 before the softmax (the background class of "
+                  "StackGAN's fine-tuned classifiers, as their inception_score.py does).")
 flags.DEFINE_string("save_real_stats", None, "Write the real folder's statistics (and protocol) to this .npz.")
 flags.DEFINE_string("output", None, "Write the protocol card and values to this JSON file.")
 flags.DEFINE_bool("random_weights_for_tests", False, "Build the Inception with random weights (tests only; "
@@ -119,6 +123,7 @@ def folder_statistics(extractor, files, batch_size, size, with_logits=False):
 def evaluate_folders() -> dict:
     from t2igan.metrics.fid import frechet_distance, load_statistics, save_statistics
     from t2igan.metrics.inception import sha256
+    from t2igan.evaluation import software
     from t2igan.metrics.inception_score import inception_score, softmax
 
     if not FLAGS.real or not FLAGS.fake:
@@ -169,18 +174,35 @@ def evaluate_folders() -> dict:
     (fake_mu, fake_sigma), logits = folder_statistics(extractor, fake_files, FLAGS.batch_size, size, with_logits=with_is)
     results = {"fid": frechet_distance(real_mu, real_sigma, fake_mu, fake_sigma)}
     if with_is:
+        described = (f"softmax over {logits.shape[1]} logits (improved-gan: pool3·W, no bias)" if extractor.name == "tf-fid"
+                     else "softmax over Keras ImageNet's 1000 logits (not comparable with papers)")
+        if FLAGS.classifier:
+            logits, described = classifier_logits(fake_files), f"your classifier {FLAGS.classifier} sha256 {sha256(FLAGS.classifier)[:16]}"
+        if FLAGS.drop_first_class:
+            described += "; logit 0 (background) dropped before the softmax"
         if len(logits) < FLAGS.splits:
             protocol["inception_score"] = f"skipped: {len(logits)} images < {FLAGS.splits} splits"
         else:
-            results["inception_score"], results["inception_score_std"] = inception_score(softmax(logits), FLAGS.splits)
-            protocol["inception_score"] = (f"softmax over {logits.shape[1]} logits (improved-gan: pool3·W, no bias)"
-                                           if extractor.name == "tf-fid" else "softmax over Keras ImageNet's 1000 logits "
-                                           "(not comparable with papers)") + f"; {FLAGS.splits} contiguous splits, mean ± std"
+            probabilities = softmax(logits, drop_first_class=FLAGS.drop_first_class)
+            results["inception_score"], results["inception_score_std"] = inception_score(probabilities, FLAGS.splits)
+            protocol["inception_score"] = described + f"; {FLAGS.splits} contiguous splits, mean ± std"
+    protocol["software"] = software()
     _print_card(protocol, results)
     if FLAGS.output:
         with open(FLAGS.output, "w") as file:
             json.dump({"protocol": protocol, "results": results}, file, indent=2, ensure_ascii=False)
     return results
+
+
+def classifier_logits(files) -> np.ndarray:
+    """Logits of a user-supplied Keras classifier on 299×299 bilinear-resized images in [-1, 1]."""
+    import keras
+
+    if not os.path.isfile(FLAGS.classifier):
+        raise UserError(f"--classifier={FLAGS.classifier}: no such file (a Keras .keras model).")
+    model = keras.models.load_model(FLAGS.classifier, compile=False)
+    return np.concatenate([np.asarray(model(images, training=False), np.float64)
+                           for images in image_batches(files, FLAGS.batch_size, 299)])
 
 
 def evaluate_run_folder():

@@ -187,11 +187,21 @@ def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_sa
         more_results, more_protocol = extra(plan, images)
         results.update(more_results)
         protocol.update(more_protocol)
+    protocol["software"] = software()
     summary = {"protocol": protocol, "results": results, "seconds": round(time.time() - started, 1)}
     run.update_metrics("eval", summary)
     _log_to_tensorboard(run, results, latest)
     _print(protocol, results)
     return summary
+
+
+def software() -> str:
+    """Versions and devices, for the protocol card."""
+    import keras
+    import tensorflow as tf
+
+    devices = sorted({d.device_type for d in tf.config.list_logical_devices()})
+    return f"TensorFlow {tf.__version__}, Keras {keras.__version__}, numpy {np.__version__}; devices {devices}"
 
 
 def _latest_checkpoint(run) -> str:

@@ -68,3 +68,17 @@ def truncate_noise(z: np.ndarray, threshold: float = 2.0, scale: float = 1.0) ->
     cdf = np.vectorize(normal.cdf)(np.asarray(z, np.float64))
     u = np.clip(low + cdf * (high - low), 1e-12, 1 - 1e-12)
     return (scale * np.vectorize(normal.inv_cdf)(u)).astype(np.float32)
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, normalise: str = "max") -> np.ndarray:
+    """``image`` (H, W, 3) in [-1, 1] tinted orange where the map ``heat`` (h, w) is high; the map is resized
+    to the image (bilinear) and scaled to [0, 1] by its max (``"max"``) or its min..max range (``"range"``)."""
+    import tensorflow as tf
+
+    size = image.shape[:2]
+    heat = tf.image.resize(np.asarray(heat, np.float32)[..., None], size, "bilinear").numpy()
+    if normalise == "range":
+        heat = (heat - heat.min()) / max(float(np.ptp(heat)), 1e-12)
+    else:
+        heat = heat / max(float(heat.max()), 1e-8)
+    return np.clip(0.35 * image + (heat * 2 - 1) * np.array([1.0, 0.6, 0.2]) * 0.9, -1, 1).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Chapter 5 (VLMGAN) smoke runs on the real birds subset (../shared/data/birds-mini): both variants, one on
+"""Chapter 5 (VLMGAN) smoke runs on the real birds subset (birds-mini of the shared data, $T2IGAN_SHARED_DATA): both variants, one on
 two CPU replicas (MirroredStrategy), the second reusing the first's DAMSM and VLM."""
 
 import json

@@ -39,7 +39,7 @@ GAMMA1, GAMMA2, GAMMA3 = 4.0, 5.0, 10.0
 
 
 def numpy_local(form):
-    """S_local[image j, caption i], written out (sheet §2.4 / chapter 3's DAMSM attention)."""
+    """S_local[image j, caption i], written out (README §2 / chapter 3's DAMSM attention)."""
     scores = np.zeros((2, 2))
     for j in range(2):
         v = REGIONS[j]
@@ -159,7 +159,7 @@ def test_msb_matches_a_numpy_forward_and_ignores_padded_words():
 
 
 def test_msb_parameter_count_by_arithmetic():
-    """U6: width 256, 2 layers, 4 heads, FFN 1024, R = 289, T = 18 → 1,659,905 (the sheet's number; it
+    """U6: width 256, 2 layers, 4 heads, FFN 1024, R = 289, T = 18 → 1,659,905 (README §2; it
     includes the final LayerNorm of the pre-LN stack: 1,659,393 + 512)."""
     msb = model.MatchingScoreBlock(regions=289, words=18)
     score = msb([tf.zeros((1, 17, 17, 256)), tf.zeros((1, 256)), tf.zeros((1, 18, 256)), tf.zeros((1, 256)),

@@ -1,8 +1,8 @@
 """Chapter 5 — VLMGAN (Cheng, Wen, Gu, arXiv 2208.09596): vision-language matching for text-to-image GANs.
 
 A **reconstruction**: no code of VLMGAN exists and the formulas come from a secondary source (a paper
-walkthrough). Every choice the sources leave open is a "U" entry of ``shared/reference/vlmgan.md`` §4 and is
-cited as such below. Read top to bottom:
+walkthrough). Every choice the sources leave open is a row U1…U18 of the README's "paper says / we chose /
+why" table (§6) and is cited as such below. Read top to bottom:
 
 1. the VLM encoders: DAMSM's text and image encoders, a separate copy initialised from the chapter's DAMSM (U1–U4);
 2. the three matching scores: local (words attend to regions), global (cosine), general (the Matching
@@ -73,7 +73,7 @@ def normalize(x):
 
 
 # ---------------------------------------------------------------------------
-# 2. Matching scores (sheet §2.4, U5, U6)
+# 2. Matching scores (README §2, U5, U6)
 # ---------------------------------------------------------------------------
 def local_pairs(regions, words, word_mask, gamma1, gamma2, form):
     """S_local for regions (…, R, D), words (…, T, D), word_mask (…, T) with broadcastable leading dims.

@@ -12,6 +12,7 @@ _dfgan = importlib.import_module("chapters.04_dfgan_ratgan.profiles")
 
 _VLM = {
     "paper": dict(
+        damsm_dir="",                   # reuse a trained DAMSM (a run's text_encoder folder); "" = pretrain one
         vlm_dir="",                     # reuse a pretrained VLM (a run's vlm folder); "" = pretrain one
         msb_depth=2, msb_heads=4, msb_ffn=1024, msb_dropout=0.1,   # U6 (width = the DAMSM's, 256)
         vlm_local_form="walkthrough",   # U5: cosine attention as the walkthrough writes it; "damsm": chapter 3's

@@ -27,3 +27,27 @@ def run_chapter(chapter: str, *args: str, timeout: int = 240, env=None) -> subpr
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, "-m", f"chapters.{chapter}", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=environment)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, request):
+    """One temporary folder per test module (runs, generated data) shared by its tests."""
+    return tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1].replace("test_", ""))
+
+
+def smoke_args(workspace, run_dir, *extra) -> list[str]:
+    """The flags of a smoke run in ``run_dir`` with the module's data under ``workspace``."""
+    return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}", *extra]
+
+
+def tensorboard_tags(run_dir, folder: str = "train") -> set[str]:
+    """Every summary tag written under ``run_dir/logs/folder``."""
+    import glob
+
+    import tensorflow as tf
+
+    tags = set()
+    for path in glob.glob(os.path.join(str(run_dir), "logs", folder, "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, run_chapter
+from conftest import ROOT, run_chapter, smoke_args as common
 
 model = importlib.import_module("chapters.01_gan_int_cls.model")
 profiles = importlib.import_module("chapters.01_gan_int_cls.profiles")
@@ -92,20 +92,11 @@ def test_discriminator_loss_weights_follow_the_official_code():
 
 # ------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return tmp_path_factory.mktemp("chapter01")
-
-
-@pytest.fixture(scope="module")
 def smoke_run(workspace):
     run_dir = workspace / "run"
     result = run_chapter(CHAPTER, "train", "--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
-
-
-def common(workspace, run_dir):
-    return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}"]
 
 
 def test_smoke_training_writes_a_complete_run_folder(smoke_run):

@@ -1,6 +1,5 @@
 """Chapter 2 (StackGAN++ and StackGAN-v1): parameter counts, CA and the losses, every entry point end to end."""
 
-import glob
 import importlib
 import json
 
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_chapter
+from conftest import run_chapter, smoke_args as common, tensorboard_tags as tags_of
 
 model = importlib.import_module("chapters.02_stackgan.model")
 profiles = importlib.import_module("chapters.02_stackgan.profiles")
@@ -125,15 +124,6 @@ def test_colour_consistency_is_zero_for_equal_statistics_and_positive_otherwise(
 
 # ------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return tmp_path_factory.mktemp("chapter02")
-
-
-def common(workspace, run_dir, *extra):
-    return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}", *extra]
-
-
-@pytest.fixture(scope="module")
 def v2_run(workspace):
     run_dir = workspace / "v2"
     result = run_chapter(CHAPTER, "train", *common(workspace, run_dir))
@@ -147,10 +137,7 @@ def test_v2_smoke_run_logs_every_stage_and_samples_side_by_side(v2_run):
     assert tf.train.latest_checkpoint(str(v2_run / "checkpoints")).endswith("ckpt-2")
     grid = tf.io.decode_png(tf.io.read_file(str(v2_run / "samples" / "epoch_0002.png")))
     assert grid.shape[:2] == (8 * 34 + 2, 8 * 34 + 2)  # 8 caption rows × (2 stages × 4 noise vectors) columns of 32 px
-    tags = set()
-    for path in glob.glob(str(v2_run / "logs" / "train" / "events.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(value.tag for value in event.summary.value)
+    tags = tags_of(v2_run)
     for tag in ("loss/discriminator", "loss/generator", "loss/kl", "loss/discriminator_16px", "loss/discriminator_32px",
                 "loss/generator_32px", "score/real_wrong_32px", "samples/fixed_captions", "samples/captions"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"

@@ -6,18 +6,9 @@ import json
 import pytest
 import tensorflow as tf
 
-from conftest import run_chapter
+from conftest import run_chapter, smoke_args as common, tensorboard_tags as tags_of
 
 CHAPTER = "03_attngan"
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return tmp_path_factory.mktemp("chapter03")
-
-
-def common(workspace, run_dir, *extra):
-    return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +26,7 @@ def test_smoke_run_pretrains_damsm_then_trains_attngan(smoke_run):
         assert (encoder / name).exists(), name
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     assert "best_val_retrieval_top1" in metrics["pretrain"] and metrics["train"]["steps"] == 4
-    tags = set()
-    for path in glob.glob(str(smoke_run / "logs" / "train" / "events.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(value.tag for value in event.summary.value)
+    tags = tags_of(smoke_run)
     for tag in ("loss/damsm", "loss/kl", "loss/discriminator_32px", "samples/fixed_captions", "attention/words",
                 "attention/captions", "metrics/r_precision", "metrics/oracle_accuracy_colour"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"

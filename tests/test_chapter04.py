@@ -1,31 +1,12 @@
 """Chapter 4 (DF-GAN, RAT-GAN): every entry point end to end (networks and losses: test_chapter04_model.py)."""
 
-import glob
 import json
 
 import pytest
-import tensorflow as tf
 
-from conftest import run_chapter
+from conftest import run_chapter, smoke_args as common, tensorboard_tags as tags_of
 
 CHAPTER = "04_dfgan_ratgan"
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return tmp_path_factory.mktemp("chapter04")
-
-
-def common(workspace, run_dir, *extra):
-    return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}", *extra]
-
-
-def tags_of(run_dir):
-    tags = set()
-    for path in glob.glob(str(run_dir / "logs" / "train" / "events.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(value.tag for value in event.summary.value)
-    return tags
 
 
 @pytest.fixture(scope="module")

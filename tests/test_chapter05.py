@@ -1,32 +1,13 @@
 """Chapter 5 (VLMGAN) on ``shapes``: every entry point end to end (networks and losses: test_chapter05_model.py;
 birds-mini: test_chapter05_birds.py)."""
 
-import glob
 import json
 
 import pytest
-import tensorflow as tf
 
-from conftest import run_chapter
+from conftest import run_chapter, smoke_args as common, tensorboard_tags as tags_of
 
 CHAPTER = "05_vlmgan"
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return tmp_path_factory.mktemp("chapter05")
-
-
-def common(workspace, run_dir, *extra):
-    return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}", *extra]
-
-
-def tags_of(run_dir):
-    tags = set()
-    for path in glob.glob(str(run_dir / "logs" / "train" / "events.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(value.tag for value in event.summary.value)
-    return tags
 
 
 @pytest.fixture(scope="module")

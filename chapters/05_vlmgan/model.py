@@ -25,7 +25,6 @@ from keras import layers
 
 from t2igan.damsm import (DamsmImageEncoder, DamsmPretrainer, DamsmTextEncoder, caption_to_image_top1, cosine,
                           matching_cross_entropy, word_attention)
-from t2igan.training.gan import ConditionalGAN
 
 attngan = importlib.import_module("chapters.03_attngan.model")
 dfgan = importlib.import_module("chapters.04_dfgan_ratgan.model")
@@ -234,6 +233,8 @@ class VlmPretrainer(DamsmPretrainer):
     Metrics: losses, caption → image top-1 retrieval by S_global, MSB accuracy at 0.5 and mean MSB scores.
     """
 
+    loss_keys = ("local_loss", "global_loss", "general_loss")  # DamsmPretrainer's train_step sums these
+
     def __init__(self, text_encoder, image_encoder, msb, gamma1=4.0, gamma2=5.0, gamma3=10.0, local_form="walkthrough",
                  gradient_clip=0.25, clip_embedding=True, hard_negatives=False, freeze_backbone=True, **kwargs):
         super().__init__(text_encoder, image_encoder, gamma1, gamma2, gamma3, gradient_clip, clip_embedding, **kwargs)
@@ -265,26 +266,6 @@ class VlmPretrainer(DamsmPretrainer):
         return dict(local_loss=local, global_loss=global_, general_loss=general,
                     retrieval_top1=caption_to_image_top1(image_global, sentence), msb_accuracy=0.5 * correct,
                     msb_positive=tf.sigmoid(positive_logit), msb_negative=tf.sigmoid(negative_logit))
-
-    def record(self, terms):
-        terms["loss"] = terms["local_loss"] + terms["global_loss"] + terms["general_loss"]
-        for name, value in terms.items():
-            self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
-
-    def train_step(self, batch):
-        text_variables = (self.text_encoder.trainable_variables if self.clip_embedding
-                          else self.text_encoder.lstm_variables)
-        clipped = {id(v) for v in text_variables}
-        other_variables = [v for v in self.trainable_variables if id(v) not in clipped]
-        with tf.GradientTape() as tape:
-            terms = self.loss_terms(batch, training=True)
-            loss = ConditionalGAN.average(terms["local_loss"] + terms["global_loss"] + terms["general_loss"])
-        gradients = tape.gradient(loss, text_variables + other_variables)
-        text_gradients, _ = tf.clip_by_global_norm(gradients[: len(text_variables)], self.gradient_clip)
-        self.optimizer.apply_gradients(zip(text_gradients + gradients[len(text_variables):],
-                                           text_variables + other_variables))
-        return self.record(terms)
 
 
 # ---------------------------------------------------------------------------

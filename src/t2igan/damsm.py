@@ -272,7 +272,11 @@ class DamsmPretrainer(keras.Model):
     * Official: a fresh Adam every epoch and lr ×0.98 per epoch down to lr/10: the caller sets the
       learning rate and calls :meth:`reset_optimizer_state` at each epoch start.
     * Metrics: the four loss terms, their sum, and in-batch caption → image top-1 retrieval by ē·v̄.
+
+    A subclass with other objectives overrides ``loss_terms`` and ``loss_keys`` (the terms summed into L).
     """
+
+    loss_keys = ("words_loss0", "words_loss1", "sentence_loss0", "sentence_loss1")
 
     def __init__(self, text_encoder, image_encoder, gamma1=4.0, gamma2=5.0, gamma3=10.0, gradient_clip=0.25,
                  clip_embedding=True, paper_score=False, **kwargs):
@@ -309,7 +313,7 @@ class DamsmPretrainer(keras.Model):
                     retrieval_top1=caption_to_image_top1(global_features, sentence))
 
     def record(self, terms):
-        terms["loss"] = terms["words_loss0"] + terms["words_loss1"] + terms["sentence_loss0"] + terms["sentence_loss1"]
+        terms["loss"] = sum(terms[key] for key in self.loss_keys)
         for name, value in terms.items():
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
@@ -321,8 +325,7 @@ class DamsmPretrainer(keras.Model):
         other_variables = [v for v in self.trainable_variables if id(v) not in clipped]
         with tf.GradientTape() as tape:
             terms = self.loss_terms(batch, training=True)
-            per_example = sum(terms[k] for k in ("words_loss0", "words_loss1", "sentence_loss0", "sentence_loss1"))
-            loss = ConditionalGAN.average(per_example)
+            loss = ConditionalGAN.average(sum(terms[key] for key in self.loss_keys))
         # No loss scaling here: scaled float16 gradients would have to be unscaled before the clip.
         gradients = tape.gradient(loss, text_variables + other_variables)
         text_gradients, _ = tf.clip_by_global_norm(gradients[: len(text_variables)], self.gradient_clip)

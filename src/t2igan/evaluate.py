@@ -123,7 +123,7 @@ def folder_statistics(extractor, files, batch_size, size, with_logits=False):
 def evaluate_folders() -> dict:
     from t2igan.metrics.fid import frechet_distance, load_statistics, save_statistics
     from t2igan.metrics.inception import sha256
-    from t2igan.evaluation import software
+    from t2igan.evaluation import print_card, software
     from t2igan.metrics.inception_score import inception_score, softmax
 
     if not FLAGS.real or not FLAGS.fake:
@@ -187,7 +187,7 @@ def evaluate_folders() -> dict:
             results["inception_score"], results["inception_score_std"] = inception_score(probabilities, FLAGS.splits)
             protocol["inception_score"] = described + f"; {FLAGS.splits} contiguous splits, mean ± std"
     protocol["software"] = software()
-    _print_card(protocol, results)
+    print_card(protocol, results)
     if FLAGS.output:
         with open(FLAGS.output, "w") as file:
             json.dump({"protocol": protocol, "results": results}, file, indent=2, ensure_ascii=False)
@@ -216,15 +216,6 @@ def evaluate_run_folder():
     command = [sys.executable, "-m", f"chapters.{chapter}", "eval", f"--run_dir={FLAGS.run}"]
     print("Running", " ".join(command[1:]))
     return subprocess.call(command)
-
-
-def _print_card(protocol, results):
-    print("Evaluation protocol")
-    for key, value in protocol.items():
-        print(f"  {key:<20} {value}")
-    print("Results")
-    for key, value in results.items():
-        print(f"  {key:<20} {value:.4f}")
 
 
 def main(argv):

@@ -9,22 +9,14 @@ grid and the protocol only. A chapter adds its own metrics (R-precision) as ``ex
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from typing import Callable
 
 import numpy as np
 
+from t2igan.metrics.inception import sha256 as _sha256
 from t2igan.sampling import make_grid, save_png, to_uint8
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def caption_plan(examples, count: int, seed: int) -> list[tuple[int, int]]:
@@ -191,7 +183,7 @@ def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_sa
     summary = {"protocol": protocol, "results": results, "seconds": round(time.time() - started, 1)}
     run.update_metrics("eval", summary)
     _log_to_tensorboard(run, results, latest)
-    _print(protocol, results)
+    print_card(protocol, results)
     return summary
 
 
@@ -221,7 +213,8 @@ def _log_to_tensorboard(run, results, checkpoint):
     writer.flush()
 
 
-def _print(protocol, results):
+def print_card(protocol, results):
+    """The protocol card, then the values (``chapterN-eval`` and ``python -m t2igan.evaluate``)."""
     print("Evaluation protocol")
     for key, value in protocol.items():
         print(f"  {key:<26} {value}")
@@ -229,4 +222,4 @@ def _print(protocol, results):
     for key, value in results.items():
         print(f"  {key:<26} {value:.4f}")
     if not results:
-        print("  (no metric available for this data set yet)")
+        print("  (no image metric available for this data set)")

@@ -25,7 +25,7 @@ CHAPTER_3 := 03_attngan
 CHAPTER_4 := 04_dfgan_ratgan
 CHAPTER_5 := 05_vlmgan
 V4 = --variant=$(or $(VARIANT),ratgan)
-V5 = --variant=$(or $(VARIANT),attngan)
+V5 = --variant=$(or $(VARIANT),dfgan)
 SCORE_RUN ?=
 BENCHMARK_PROFILE ?= paper
 ATTN    ?= 0
@@ -48,7 +48,7 @@ help:
 	@echo "make chapter2-train   [VARIANT=v2|v1] and chapter2-{pretrain,sample,eval,check}: StackGAN++ / StackGAN-v1"
 	@echo "make chapter3-train   and chapter3-{pretrain,sample,eval,check}: DAMSM + AttnGAN; chapter3-sample ATTN=1 adds attention maps"
 	@echo "make chapter4-train   [VARIANT=ratgan|dfgan] and chapter4-{pretrain,sample,eval,check}: RAT-GAN / DF-GAN on DAMSM"
-	@echo "make chapter5-train   [VARIANT=attngan|dfgan] and chapter5-{pretrain,sample,eval,check}: VLMGAN (VLM losses on AttnGAN / DF-GAN)"
+	@echo "make chapter5-train   [VARIANT=dfgan|attngan] and chapter5-{pretrain,sample,eval,check}: VLMGAN (VLM losses on AttnGAN / DF-GAN)"
 	@echo "make chapter5-vlms SCORE_RUN=runs/ch4-...  (VLMS, oracle, R-precision of a chapter 3/4 run under this run's VLM)"
 	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8)"
 	@echo "make eval REAL=folder|stats.npz FAKE=folder [EXTRACTOR=tf-fid|keras-imagenet|oracle] [WEIGHTS=file]  (FID + IS, protocol card)"

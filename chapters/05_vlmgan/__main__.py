@@ -1,6 +1,6 @@
-"""Chapter 5 commands: ``python -m chapters.05_vlmgan {pretrain,train,sample,eval,vlms} --variant=attngan|dfgan``.
+"""Chapter 5 commands: ``python -m chapters.05_vlmgan {pretrain,train,sample,eval,vlms} --variant=dfgan|attngan``.
 
-(``make chapter5-train [VARIANT=attngan|dfgan]`` etc. call these.) ``pretrain`` trains the VLM (a copy of
+(``make chapter5-train [VARIANT=dfgan|attngan]`` etc. call these.) ``pretrain`` trains the VLM (a copy of
 the run's DAMSM, trained with the local, global and general matching objectives); ``train`` pretrains
 DAMSM and the VLM first when the run has none (or reuses ``--set damsm_dir=…`` / ``--set vlm_dir=…``),
 then trains chapter 3's AttnGAN or chapter 4's DF-GAN with λ2·L_VLM + λ1·L_VVM added to the generator
@@ -21,8 +21,8 @@ from t2igan import app
 from t2igan.app import FLAGS, UserError
 from t2igan.workflow import Chapter
 
-flags.DEFINE_enum("variant", "attngan", ["attngan", "dfgan"],
-                  "attngan: VLMGAN+AttnGAN (chapter 3's model); dfgan: VLMGAN+DFGAN (chapter 4's DF-GAN).")
+flags.DEFINE_enum("variant", "dfgan", ["dfgan", "attngan"],
+                  "dfgan: VLMGAN+DFGAN (chapter 4's DF-GAN); attngan: VLMGAN+AttnGAN (chapter 3's model).")
 flags.DEFINE_string("score_run", None, "vlms: a chapter 3 or 4 run folder whose generator this run's VLM scores.")
 
 chapter = Chapter("05_vlmgan", 5, "VLMGAN")

@@ -94,7 +94,8 @@ def test_discriminator_loss_weights_follow_the_official_code():
 @pytest.fixture(scope="module")
 def smoke_run(workspace):
     run_dir = workspace / "run"
-    result = run_chapter(CHAPTER, "train", "--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}")
+    result = run_chapter(CHAPTER, "train", "--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}",
+                         "--set=metrics_every_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 

@@ -14,7 +14,7 @@ CHAPTER = "03_attngan"
 @pytest.fixture(scope="module")
 def smoke_run(workspace):
     run_dir = workspace / "run"
-    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir))
+    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir, "--set=metrics_every_epochs=2"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "DAMSM: held-out caption→image top-1" in result.stdout
     return run_dir

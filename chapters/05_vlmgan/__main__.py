@@ -87,22 +87,13 @@ def pretrain_vlm(strategy, run, config, index, build_damsm, vocabulary):
     import keras
 
     from t2igan import char_cnn_rnn, damsm
-    from t2igan.data.pipeline import make_dataset
 
     model = chapter.module("model")
     folder = os.path.join(run.path, "vlm")
     os.makedirs(folder, exist_ok=True)
-    size = damsm.encoder_image_size(config)
-    tables = {split: damsm.id_table(index.split(split), vocabulary) for split in ("train", "test")}
-    class_ids = {split: np.array([e.class_id for e in index.split(split)], np.int32) for split in ("train", "test")}
-    images = {split: chapter.images(index, config, split, size) for split in ("train", "test")}
-    batch_size = config["vlm_batch_size"]
-    steps = config["vlm_steps_per_epoch"] or len(images["train"]) // batch_size
-    dataset = make_dataset(images["train"], class_ids["train"], tables["train"], global_batch_size=batch_size,
-                           image_size=size, augment=config["augment"], seed=config["seed"], words_num=config["words_num"])
-    validation = make_dataset(images["test"], class_ids["test"], tables["test"],
-                              global_batch_size=min(batch_size, len(images["test"])), image_size=size, augment=False,
-                              seed=12345, words_num=config["words_num"], repeat=False).take(50)
+    _, dataset, validation, steps = damsm.pair_datasets(config, index, vocabulary,
+                                                        lambda split, size: chapter.images(index, config, split, size),
+                                                        config["vlm_batch_size"], config["vlm_steps_per_epoch"])
     with strategy.scope():
         text, image, msb = build_vlm(config, build_damsm())
         pretrainer = model.VlmPretrainer(text, image, msb, config["gamma1"], config["gamma2"], config["gamma3"],

@@ -437,6 +437,24 @@ def build_encoders(config, vocabulary_size):
     return text, image
 
 
+def pair_datasets(config, index, vocab, images_fn, batch_size, steps_per_epoch):
+    """Real (image, caption) pairs at the encoders' size for pretraining a matcher (DAMSM, chapter 5's VLM):
+    ``(images {split: uint8}, training dataset, validation (50 test batches, as official), steps per epoch)``."""
+    from t2igan.data.pipeline import make_dataset
+
+    tables = {split: id_table(index.split(split), vocab) for split in ("train", "test")}
+    class_ids = {split: np.array([e.class_id for e in index.split(split)], np.int32) for split in ("train", "test")}
+    size = encoder_image_size(config)
+    images = {split: images_fn(split, size) for split in ("train", "test")}
+    steps = steps_per_epoch or len(images["train"]) // batch_size
+    dataset = make_dataset(images["train"], class_ids["train"], tables["train"], global_batch_size=batch_size,
+                           image_size=size, augment=config["augment"], seed=config["seed"], words_num=config["words_num"])
+    validation = make_dataset(images["test"], class_ids["test"], tables["test"],
+                              global_batch_size=min(batch_size, len(images["test"])), image_size=size, augment=False,
+                              seed=12345, words_num=config["words_num"], repeat=False).take(50)
+    return images, dataset, validation, steps
+
+
 def pretrain(strategy, folder, log_dir, config, index, images_fn, verbose="auto"):
     """DAMSM pretraining (``pretrain_DAMSM.py``) into ``folder``: Adam re-created each epoch, lr ×0.98 per epoch
     down to the floor, text-encoder gradients clipped to 0.25; the weights with the best held-out
@@ -444,21 +462,11 @@ def pretrain(strategy, folder, log_dir, config, index, images_fn, verbose="auto"
     from absl import logging
 
     from t2igan import char_cnn_rnn
-    from t2igan.data.pipeline import make_dataset
 
     vocab = vocabulary(folder, index)
-    tables = {split: id_table(index.split(split), vocab) for split in ("train", "test")}
-    class_ids = {split: np.array([e.class_id for e in index.split(split)], np.int32) for split in ("train", "test")}
     size = encoder_image_size(config)
-    images = {split: images_fn(split, size) for split in ("train", "test")}
-    batch_size = config["damsm_batch_size"]
-    steps = config["damsm_steps_per_epoch"] or len(images["train"]) // batch_size
-    dataset = make_dataset(images["train"], class_ids["train"], tables["train"], global_batch_size=batch_size,
-                           image_size=size, augment=config["augment"], seed=config["seed"], words_num=config["words_num"])
-    validation = make_dataset(images["test"], class_ids["test"], tables["test"],
-                              global_batch_size=min(batch_size, len(images["test"])), image_size=size, augment=False,
-                              seed=12345, words_num=config["words_num"], repeat=False)
-    validation = validation.take(50)  # official: 50 test batches
+    images, dataset, validation, steps = pair_datasets(config, index, vocab, images_fn, config["damsm_batch_size"],
+                                                       config["damsm_steps_per_epoch"])
     with strategy.scope():
         text, image = build_encoders(config, len(vocab))
         pretrainer = DamsmPretrainer(text, image, config["gamma1"], config["gamma2"], config["gamma3"],

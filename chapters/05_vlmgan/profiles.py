@@ -43,7 +43,7 @@ PROFILES = {
                           learning_rate_discriminator=4e-4, vlm_weight=5.0),
         # Chapter 3's course with 14 epochs instead of 16 and one VLM epoch (the 2-epoch VLM kept its
         # epoch 1 anyway): what fits 20 minutes with the VLM terms (README §8).
-        "course": _variant(_attngan["course"], _VLM["course"], epochs=14, vlm_epochs=1, vlm_weight=5.0),
+        "course": _variant(_attngan["course"], dict(_VLM["course"], vlm_epochs=1), epochs=14, vlm_weight=5.0),
         "smoke": _variant(_attngan["smoke"], _VLM["smoke"], vlm_weight=5.0),
     },
     "dfgan": {

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 
 from t2igan.data.pipeline import TextTable, make_dataset
@@ -74,3 +76,50 @@ def test_augmentation_crops_to_the_image_size():
     batch = next(make_dataset(big, classes, embeddings, global_batch_size=8, image_size=SIZE, augment=True, seed=0).as_numpy_iterator())
     assert batch["image"].shape == (8, SIZE, SIZE, 3)
     assert batch["image"].min() >= -1.0 and batch["image"].max() <= 1.0
+
+
+def attribute_examples():
+    from t2igan.data.records import Example
+
+    # 24 examples over shape × colour × position (2 × 3 × 4); example i's attributes follow from i.
+    shapes, colours, positions = ("circle", "star"), ("red", "blue", "green"), ("top", "left", "right", "bottom")
+    records = [dict(shape=shapes[i % 2], colour=colours[(i // 2) % 3], position=positions[i // 6], box=[0, 0, 1, 1])
+               for i in range(N)]
+    return [Example(key=str(i), image_path="", captions=["x"], class_id=i, image_attributes=r) for i, r in enumerate(records)], records
+
+
+def test_near_miss_table_differs_in_exactly_one_attribute():
+    from t2igan.data.negatives import near_miss_table
+
+    examples, records = attribute_examples()
+    table = near_miss_table(examples, per_attribute=2)
+    assert table.shape == (N, 3 * 2)  # 3 single-valued attributes (the box list is not one)
+    for i, row in enumerate(table):
+        # Columns 0–1 colour, 2–3 position, 4–5 shape; only one other shape exists, so column 5 pads (−1).
+        assert np.all(row[:5] >= 0) and row[5] == -1
+        for column, j in enumerate(row[:5]):
+            differing = [name for name in ("colour", "position", "shape") if records[i][name] != records[j][name]]
+            assert differing == [("colour", "position", "shape")[column // 2]]
+    no_attributes = [dataclasses.replace(example, image_attributes=None) for example in examples]
+    assert near_miss_table(no_attributes) is None  # real data sets: random wrong examples only
+
+
+def test_hard_negatives_draw_wrong_examples_from_the_near_misses():
+    from t2igan.data.negatives import near_miss_table
+
+    examples, records = attribute_examples()
+    table = near_miss_table(examples, per_attribute=2)
+    batches = first_batches(6, near_misses=table, hard_negatives=1.0)
+    for batch in batches:
+        own, wrong = example_ids(batch), example_ids(batch, "wrong_image")
+        assert all(w in table[o] for o, w in zip(own, wrong))
+        np.testing.assert_array_equal(batch["wrong_class_id"], tables()[1][wrong])
+    half = np.concatenate([[w in table[o] for o, w in zip(example_ids(b), example_ids(b, "wrong_image"))]
+                           for b in first_batches(6, near_misses=table, hard_negatives=0.5)])
+    assert 0.25 < half.mean() < 0.9  # about half near misses (random wrongs are near misses by chance too)
+    try:
+        first_batches(1, hard_negatives=0.5)
+    except ValueError as error:
+        assert "near_misses" in str(error)
+    else:
+        raise AssertionError("hard_negatives without a table must fail")

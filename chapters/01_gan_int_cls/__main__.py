@@ -63,7 +63,8 @@ def train():
     dataset = make_dataset(images, class_ids, text["train"], global_batch_size=batch_size,
                            image_size=config["image_size"], augment=config["augment"], seed=config["seed"],
                            captions_per_sample=config["captions_per_sample"], noise_shape=(3, config["noise_dim"]),
-                           start_step=initial_epoch * steps_per_epoch)
+                           start_step=initial_epoch * steps_per_epoch,
+                           **char_cnn_rnn.near_miss_options(index.train, config["hard_negatives"]))
 
     # Fixed captions × fixed noise for the sample grid: the same every epoch.
     rows = min(8, len(index.test))

@@ -11,6 +11,7 @@ _TEXT_PAPER = dict(
     pretrain_steps_per_epoch=0,          # 0: one pass over the training images
     pretrain_learning_rate=7e-4,         # RMSprop, ×0.98 per epoch
     pretrain_learning_rate_decay=0.98,
+    pretrain_hard_negatives=0.0,         # fraction of near-miss wrong pairs added to DS-SJE batches (README §5)
 )
 
 PROFILES = {
@@ -23,6 +24,7 @@ PROFILES = {
         conv_bias=False, missing_activations=True,
         matching_aware=True, interpolation=True, cls_weight=0.5, interp_beta=0.5, interp_weight=1.0,
         captions_per_sample=4, ema_decay=0.0,
+        hard_negatives=0.0,   # fraction of D's wrong captions that are near misses (Reed: 0, random; README §5)
         normalise_text_embeddings=False,   # True: φ(t) × the stored factor that gives unit RMS (README §5)
         sample_every_epochs=1, log_every_steps=50, checkpoint_keep=3,
         shapes_train=10000, shapes_test=1000,

@@ -6,7 +6,7 @@ import importlib
 _chapter1 = importlib.import_module("chapters.01_gan_int_cls.profiles").PROFILES
 # The char-CNN-RNN text encoder and its pretraining: chapter 1's settings, per profile.
 _TEXT_KEYS = ("doc_length", "text_conv_widths", "text_rnn_width", "text_dim", "image_encoder_widths",
-              "pretrain_batch_size", "pretrain_epochs", "pretrain_steps_per_epoch", "pretrain_learning_rate",
+              "pretrain_batch_size", "pretrain_hard_negatives", "pretrain_epochs", "pretrain_steps_per_epoch", "pretrain_learning_rate",
               "pretrain_learning_rate_decay")
 
 

@@ -104,12 +104,17 @@ def ds_sje_loss(image_features, text_features, class_ids, margin=1.0):
 
 
 class JointEmbedding(keras.Model):
-    """Pretraining model for φ(t): text and image encoders trained with DS-SJE (``chapter1-pretrain``)."""
+    """Pretraining model for φ(t): text and image encoders trained with DS-SJE (``chapter1-pretrain``).
 
-    def __init__(self, text_encoder, image_encoder, **kwargs):
+    ``wrong_pairs=True`` appends each batch's (wrong image, wrong caption) pairs to it — with the
+    pipeline's ``hard_negatives``, near misses that only one attribute separates from their partners.
+    """
+
+    def __init__(self, text_encoder, image_encoder, wrong_pairs=False, **kwargs):
         super().__init__(**kwargs)
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
+        self.wrong_pairs = wrong_pairs
         self.loss_tracker = keras.metrics.Mean(name="sje_loss")
         self.accuracy_tracker = keras.metrics.Mean(name="retrieval_top1")
 
@@ -129,6 +134,9 @@ class JointEmbedding(keras.Model):
         return tf.cast(tf.equal(tf.gather(class_ids, best), class_ids), tf.float32)
 
     def train_step(self, batch):
+        if self.wrong_pairs:
+            batch = {key: tf.concat([batch[key], batch["wrong_" + key]], axis=0)
+                     for key in ("image", "caption_ids", "class_id")}
         with tf.GradientTape() as tape:
             image_features, text_features = self._scores(batch, training=True)
             per_example = ds_sje_loss(image_features, text_features, batch["class_id"])
@@ -233,6 +241,20 @@ def embedding_scale(train_embeddings, table) -> float:
     return 1.0 / rms if rms > 0 else 1.0
 
 
+def near_miss_options(examples, hard_negatives: float) -> dict:
+    """``make_dataset`` keywords for a fraction of near-miss wrong examples (``t2igan.data.negatives``)."""
+    from t2igan.app import UserError
+    from t2igan.data.negatives import near_miss_table
+
+    if not hard_negatives:
+        return {}
+    table = near_miss_table(examples)
+    if table is None:
+        raise UserError("hard negatives need single-valued image attributes (attributes.jsonl, as the built-in "
+                        "shapes stores them); this data set has none. Set hard_negatives=0 (--set).")
+    return dict(near_misses=table, hard_negatives=hard_negatives)
+
+
 def pretrain(strategy, folder: str, log_dir: str, config: dict, index, images, verbose=2) -> dict:
     """Train φ(t) with DS-SJE on the training split; embed every caption once (Reed precomputes them too).
 
@@ -251,16 +273,17 @@ def pretrain(strategy, folder: str, log_dir: str, config: dict, index, images, v
     train_images, test_images = images("train"), images("test")
     batch_size = config["pretrain_batch_size"]
     steps = config["pretrain_steps_per_epoch"] or len(train_images) // batch_size
+    hard = config.get("pretrain_hard_negatives", 0.0)
     dataset = make_dataset(train_images, class_ids["train"], tables["train"], global_batch_size=batch_size,
                            image_size=config["image_size"], augment=config["augment"], seed=config["seed"],
-                           words_num=codec.doc_length)
+                           words_num=codec.doc_length, **near_miss_options(index.train, hard))
     validation = make_dataset(test_images, class_ids["test"], tables["test"],
                               global_batch_size=min(batch_size, len(test_images)), image_size=config["image_size"],
                               augment=False, seed=12345, words_num=codec.doc_length, repeat=False)
     with strategy.scope():
         text_encoder = build_text_encoder(config)
         image_encoder = ImageEncoder(config["text_dim"], config["image_encoder_widths"])
-        joint = JointEmbedding(text_encoder, image_encoder)
+        joint = JointEmbedding(text_encoder, image_encoder, wrong_pairs=hard > 0)
         # Build eagerly inside the scope: lazy building inside a replica fails under tf.distribute.
         size = config["image_size"]
         image_encoder(tf.zeros((1, size, size, 3)))

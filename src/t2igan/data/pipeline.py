@@ -13,7 +13,7 @@ Design:
 
 A batch is a dict; which keys it has depends on the text source:
 
-``image``, ``wrong_image`` (B, S, S, 3) float32 in [-1, 1]; ``class_id``, ``index`` (B,);
+``image``, ``wrong_image`` (B, S, S, 3) float32 in [-1, 1]; ``class_id``, ``wrong_class_id``, ``index`` (B,);
 ``noise`` (B, K, Z) when ``noise_shape=(K, Z)`` is given; and either
 ``text_embedding`` / ``wrong_text_embedding`` (B, D) — the mean of
 ``captions_per_sample`` precomputed caption embeddings — or ``caption_ids`` /
@@ -142,8 +142,14 @@ def make_dataset(
     noise_shape: tuple[int, int] | None = None,
     start_step: int = 0,
     repeat: bool = True,
+    near_misses: np.ndarray | None = None,
+    hard_negatives: float = 0.0,
 ) -> tf.data.Dataset:
-    """The infinite, deterministic training stream, starting at global step ``start_step``."""
+    """The infinite, deterministic training stream, starting at global step ``start_step``.
+
+    ``hard_negatives`` > 0 with a ``near_misses`` table (``t2igan.data.negatives.near_miss_table``): that
+    fraction of the wrong examples is drawn from the example's near misses instead of at random.
+    """
     num_examples = len(images)
     if num_examples < global_batch_size:
         raise ValueError(
@@ -152,6 +158,11 @@ def make_dataset(
         )
     if not text.is_embedding and words_num is None:
         raise ValueError("words_num is required when captions are token ids.")
+    if not 0.0 <= hard_negatives <= 1.0:
+        raise ValueError(f"hard_negatives is a fraction of the wrong examples, in [0, 1]; got {hard_negatives}.")
+    if hard_negatives and (near_misses is None or len(near_misses) != num_examples):
+        raise ValueError("hard_negatives > 0 needs a near_misses table with one row per training example "
+                         "(the data set must store single-valued image attributes, like the built-in shapes).")
     steps_per_data_epoch = num_examples // global_batch_size
     first_epoch, skip_batches = divmod(start_step, steps_per_data_epoch)
     load_size = images.shape[1]
@@ -161,6 +172,7 @@ def make_dataset(
     counts = tf.constant(text.counts.astype(np.int32))
     lengths = tf.constant(text.lengths.astype(np.int32)) if text.lengths is not None else None
     classes = tf.constant(class_ids.astype(np.int32))
+    near_table = tf.constant(near_misses.astype(np.int32)) if hard_negatives else None
     base_seed = tf.constant([seed, 0], dtype=tf.int64)
 
     def epoch_elements(epoch):
@@ -204,7 +216,16 @@ def make_dataset(
             tf.logical_or(tf.equal(own_class, -1), tf.not_equal(tf.gather(classes, candidates), own_class)),
         )
         fallback = (index + 1) % num_examples
-        return tf.cond(tf.reduce_any(differs), lambda: candidates[tf.argmax(tf.cast(differs, tf.int32))], lambda: fallback)
+        other = tf.cond(tf.reduce_any(differs), lambda: candidates[tf.argmax(tf.cast(differs, tf.int32))], lambda: fallback)
+        if not hard_negatives:
+            return other
+        row = tf.gather(near_table, index)
+        valid = row >= 0
+        draw_seed, pick_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
+        scores = tf.where(valid, tf.random.stateless_uniform(tf.shape(row), seed=pick_seed), -1.0)
+        near = tf.gather(row, tf.argmax(scores))
+        use_near = tf.logical_and(tf.reduce_any(valid), tf.random.stateless_uniform([], seed=draw_seed) < hard_negatives)
+        return tf.where(use_near, near, other)
 
     def load_element(epoch, position, index):
         element_seed = tf.random.experimental.stateless_fold_in(
@@ -216,6 +237,7 @@ def make_dataset(
             "image": image_at(index, seeds[1]),
             "wrong_image": image_at(other, seeds[2]),
             "class_id": classes[index],
+            "wrong_class_id": classes[other],
             "index": index,
         }
         for key, value in text_at(index, seeds[3]).items():

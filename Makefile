@@ -47,6 +47,8 @@ help:
 	@echo "make chapter1-check   (this chapter's tests)"
 	@echo "make chapter2-train   [VARIANT=v2|v1] and chapter2-{pretrain,sample,eval,check}: StackGAN++ / StackGAN-v1"
 	@echo "make chapter3-train   and chapter3-{pretrain,sample,eval,check}: DAMSM + AttnGAN; chapter3-sample ATTN=1 adds attention maps"
+	@echo "make chapter3-import  DATASET=birds PROFILE=paper GENERATOR=bird_AttnGAN2.pth TEXT_ENCODER=text_encoder200.pth IMAGE_ENCODER=image_encoder200.pth  (the official AttnGAN, for sample/eval)"
+	@echo "make damsm-import     DATASET=birds TEXT_ENCODER=… IMAGE_ENCODER=… DAMSM_DIR=folder  (the official DAMSM, for ARGS=\"--set damsm_dir=folder\" in chapters 3-5)"
 	@echo "make chapter4-train   [VARIANT=ratgan|dfgan] and chapter4-{pretrain,sample,eval,check}: RAT-GAN / DF-GAN on DAMSM"
 	@echo "make chapter5-train   [VARIANT=dfgan|attngan] and chapter5-{pretrain,sample,eval,check}: VLMGAN (VLM losses on AttnGAN / DF-GAN)"
 	@echo "make chapter5-vlms SCORE_RUN=runs/ch4-...  (VLMS, oracle, R-precision of a chapter 3/4 run under this run's VLM)"
@@ -108,7 +110,12 @@ chapter3-sample: install
 chapter3-eval: install
 	$(PY) -m chapters.$(CHAPTER_3) eval $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter3-check: install
-	$(PY) -m pytest -q tests/test_chapter03_model.py tests/test_chapter03.py
+	$(PY) -m pytest -q tests/test_chapter03_model.py tests/test_chapter03.py tests/test_official.py
+.PHONY: chapter3-import damsm-import
+chapter3-import: install
+	$(PY) -m chapters.$(CHAPTER_3) import $(COMMON) --generator="$(GENERATOR)" $(if $(TEXT_ENCODER),--text_encoder="$(TEXT_ENCODER)") $(if $(IMAGE_ENCODER),--image_encoder="$(IMAGE_ENCODER)") $(ARGS)
+damsm-import: install
+	$(PY) -m t2igan.official damsm --dataset=$(DATASET) --text_encoder="$(TEXT_ENCODER)" --image_encoder="$(IMAGE_ENCODER)" --out="$(DAMSM_DIR)" $(ARGS)
 
 # ---------------------------------------------------------------- chapter 4: DF-GAN + RAT-GAN
 chapter4-pretrain: install

@@ -1,15 +1,21 @@
-"""Chapter 3 commands: ``python -m chapters.03_attngan {pretrain,train,sample,eval} --flags``.
+"""Chapter 3 commands: ``python -m chapters.03_attngan {pretrain,train,sample,eval,import} --flags``.
 
 (``make chapter3-train`` etc. call these.) ``pretrain`` trains DAMSM (text and image
 encoders); ``train`` runs it first when the run has no encoders, then trains AttnGAN
-with the frozen encoders. The networks and losses are in ``model.py``.
+with the frozen encoders. The networks and losses are in ``model.py``. ``import`` makes a
+run folder from the released official generator (and DAMSM) for ``sample`` and ``eval``
+(``official.py``, ``t2igan.official``).
 """
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 from absl import flags
 
+from t2igan import app
 from t2igan.app import FLAGS, UserError
 from t2igan.sampling import stages_side_by_side
 from t2igan.stages import check_stage_sizes
@@ -18,6 +24,12 @@ from t2igan.workflow import Chapter
 from .build import build_gan, noise_width  # config → networks
 
 flags.DEFINE_bool("attention", False, "sample: also write the attention map of every word (ATTN=1).")
+flags.DEFINE_string("generator", None, "import: the official AttnGAN generator (bird_AttnGAN2.pth, coco_AttnGAN2.pth, or .npz).")
+flags.DEFINE_string("text_encoder", None, "import: the official DAMSM text encoder (text_encoder200.pth for birds), "
+                    "converted into the run's text_encoder folder with --image_encoder; else --set damsm_dir=FOLDER.")
+flags.DEFINE_string("image_encoder", None, "import: the official DAMSM image encoder (image_encoder200.pth for birds).")
+flags.DEFINE_string("captions", None, "import: the data set's official captions.pickle (the DAMSM's word ids); "
+                    "default: the data folder's, then --metadata_dir's.")
 
 chapter = Chapter("03_attngan", 3, "AttnGAN")
 
@@ -42,11 +54,20 @@ def attention_grid(image, maps, length, size):
     return np.stack([image] + [heat_overlay(image, maps[t]) for t in range(length)])
 
 
+def refuse_imported_run():
+    """An imported run has the official generator and no discriminators or optimizer state: nothing to resume."""
+    run_dir = FLAGS.run_dir or app.default_run_dir(chapter.number, FLAGS.dataset, FLAGS.profile)
+    if os.path.exists(os.path.join(run_dir, IMPORTED)):
+        raise UserError(f"{run_dir} holds an imported official generator (for sample and eval); it has no "
+                        "discriminators to train on. Train in another RUN_DIR.")
+
+
 def train():
     from t2igan import damsm
     from t2igan.data.pipeline import make_dataset
     from t2igan.training.run import Timer
 
+    refuse_imported_run()
     strategy, run, config = _setup(for_training=True)
     timer = Timer()
     index = chapter.load_data(config, for_training=True)
@@ -174,6 +195,7 @@ def evaluate():
 
 def pretrain():
     """``chapter3-pretrain``: (re)train DAMSM for this run."""
+    refuse_imported_run()
     strategy, run, config = _setup(for_training=True)
     index = chapter.load_data(config, for_training=True)
     if config.get("damsm_dir"):
@@ -181,5 +203,76 @@ def pretrain():
     chapter.pretrain_damsm(strategy, run, config, index)
 
 
+# ----------------------------------------------------------------------------- the official checkpoints
+IMPORTED = "imported.json"
+
+
+def import_official():
+    """``chapter3-import``: a run folder holding the released AttnGAN generator (as G and as its EMA, which
+    is what the official code saved), and the released DAMSM converted into its ``text_encoder`` folder
+    (``--text_encoder``, ``--image_encoder``) or reused from ``--set damsm_dir=FOLDER``. Then
+    ``chapter3-sample`` and ``chapter3-eval`` work on it as on a trained run."""
+    from t2igan import official as shared
+    from t2igan.training.run import Checkpointer
+
+    from .build import build_generator
+
+    official = chapter.module("official")
+    if not FLAGS.generator:
+        raise UserError("Pass the official generator: --generator=bird_AttnGAN2.pth (make chapter3-import GENERATOR=…).")
+    if bool(FLAGS.text_encoder) != bool(FLAGS.image_encoder):
+        raise UserError("Pass both --text_encoder and --image_encoder (the DAMSM released with the generator), "
+                        "or neither and --set damsm_dir=FOLDER.")
+    converting = bool(FLAGS.text_encoder)
+    state = shared.read_state_dict(FLAGS.generator)  # read and checked before anything is written
+    found = official.checkpoint_configuration(state, FLAGS.generator)
+    explicit = {item.split("=", 1)[0] for item in FLAGS.set}
+
+    def adjust(config):
+        if converting and config.get("damsm_dir"):
+            raise UserError("--set damsm_dir and --text_encoder/--image_encoder both name a DAMSM; keep one.")
+        if not converting and not config.get("damsm_dir"):
+            raise UserError("The generator needs the DAMSM it was trained with: pass --text_encoder=text_encoder200.pth "
+                            "--image_encoder=image_encoder200.pth (birds), or --set damsm_dir=FOLDER written by "
+                            "python -m t2igan.official damsm.")
+        official.check_configuration(found, config, FLAGS.generator, 2 * config["text_hidden"])
+        if "faithful_mask_bug" not in explicit:
+            config["faithful_mask_bug"] = True  # the released generators were trained with it (README §3)
+        if converting:
+            config["damsm_backbone"] = "inception_torchvision"
+
+    run_dir = FLAGS.run_dir or app.default_run_dir(chapter.number, FLAGS.dataset, FLAGS.profile)
+    if os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint")):
+        raise UserError(f"{run_dir} already holds a generator; import into a new RUN_DIR.")
+    _, run, config = chapter.setup(for_training=True, adjust=adjust)
+    check_stage_sizes(config)
+    index = chapter.load_data(config, for_training=True)
+    if converting:
+        if index.vocabulary_words and not FLAGS.captions:
+            words, source = list(index.vocabulary_words), "the data set's captions.pickle"
+        else:
+            source = shared.find_captions(config["dataset"], FLAGS.captions, FLAGS.data_dir, FLAGS.data_root,
+                                          FLAGS.metadata_dir)
+            words = shared.official_vocabulary(source)
+        shared.convert_damsm(FLAGS.text_encoder, FLAGS.image_encoder, words, run.text_encoder, config["dataset"],
+                             source, config.get("damsm_align_corners", False))
+    vocabulary, build_encoders = chapter.damsm(None, run, config, index)
+    text, _ = build_encoders()
+    official.check_configuration(found, config, FLAGS.generator, text.feature_dim)
+    generator, average = build_generator(config, text.feature_dim), build_generator(config, text.feature_dim)
+    official.load_generator(generator, state, FLAGS.generator)
+    average.set_weights(generator.get_weights())
+    Checkpointer(run.checkpoints, generator=generator, ema_generator=average).save(config["epochs"], generator.weights)
+    record = dict(generator={"file": os.path.basename(FLAGS.generator), "sha256": shared.sha256(FLAGS.generator)},
+                  configuration=found, faithful_mask_bug=config["faithful_mask_bug"],
+                  damsm=config.get("damsm_dir") or run.text_encoder, vocabulary_size=len(vocabulary))
+    with open(os.path.join(run.path, IMPORTED), "w", encoding="utf-8") as file:
+        json.dump(record, file, indent=2)
+    print(f"Imported {os.path.basename(FLAGS.generator)} (gf {found['generator_width']}, {found['stages']} stages, "
+          f"{found['residual_blocks']} residual blocks) into {run.path}, with the DAMSM in {record['damsm']}.\n"
+          f"Sample: make chapter3-sample DATASET={config['dataset']} PROFILE={config['profile']} RUN_DIR={run.path} "
+          'TEXT="this bird is red with white wings and a short beak"')
+
+
 if __name__ == "__main__":
-    chapter.run({"pretrain": pretrain, "train": train, "sample": sample, "eval": evaluate})
+    chapter.run({"pretrain": pretrain, "train": train, "sample": sample, "eval": evaluate, "import": import_official})

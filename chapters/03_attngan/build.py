@@ -11,6 +11,18 @@ def noise_width(config) -> int:
     return config["noise_dim"] + config["condition_dim"]
 
 
+def build_generator(config, text_dim):
+    """The configured AttnGAN generator, built by a dummy call (``text_dim``: the DAMSM feature width)."""
+    import tensorflow as tf
+
+    network = model.AttnGanGenerator(config["noise_dim"], config["condition_dim"], config["generator_width"],
+                                     config["stages"], config["base_size"], config["residual_blocks"],
+                                     config["faithful_mask_bug"])
+    network([tf.zeros((2, config["noise_dim"])), tf.zeros((2, text_dim)), tf.zeros((2, 3, text_dim)),
+             tf.ones((2, 3), tf.bool)])
+    return network
+
+
 def build_gan(config, encoders, gan_class=None, **gan_kwargs):
     """AttnGAN (or ``gan_class``, a subclass taking extra ``gan_kwargs``) with its generator, the EMA copy,
     the stage discriminators and the frozen DAMSM ``encoders`` = (text, image)."""
@@ -20,11 +32,7 @@ def build_gan(config, encoders, gan_class=None, **gan_kwargs):
     dim = 2 * config["text_hidden"]
 
     def generator():
-        network = model.AttnGanGenerator(config["noise_dim"], config["condition_dim"], config["generator_width"],
-                                         config["stages"], config["base_size"], config["residual_blocks"],
-                                         config["faithful_mask_bug"])
-        network([tf.zeros((2, config["noise_dim"])), tf.zeros((2, dim)), tf.zeros((2, 3, dim)), tf.ones((2, 3), tf.bool)])
-        return network
+        return build_generator(config, dim)
 
     g = generator()
     discriminator = model.Discriminators(g.sizes, config["discriminator_width"], dim)

@@ -4,8 +4,11 @@
 PROFILES = {
     "paper": dict(
         # --- DAMSM (pretrain_DAMSM.py)
-        damsm_backbone="inception",     # Keras InceptionV3: mixed7 (= Mixed_6e) regions, mixed10 global
-        inception_weights="",           # a local .h5 with ImageNet weights; "" = random init (say so!)
+        damsm_backbone="inception",     # Keras InceptionV3: mixed7 (= Mixed_6e) regions, mixed10 global;
+                                        # "inception_torchvision": the official CNN_ENCODER's torchvision Inception3
+        inception_weights="",           # a local .h5 (torchvision: .pth/.npz) with ImageNet weights; "" = random init (say so!)
+        damsm_align_corners=False,      # resize to 299 as PyTorch 0.3 (True) or ≥ 0.4 (False); README §8
+        damsm_dir="",                   # reuse a DAMSM (a run's text_encoder folder, or the converted official one)
         damsm_image_size=299, damsm_batch_size=48, damsm_epochs=600, damsm_steps_per_epoch=0,
         damsm_learning_rate=2e-3, damsm_learning_rate_decay=0.98, damsm_learning_rate_floor=2e-4,
         damsm_gradient_clip=0.25, damsm_reset_optimizer_each_epoch=True,

@@ -49,7 +49,8 @@ def vlm_encoders_from_damsm(text_encoder, image_encoder):
     widths = tuple(conv.filters for conv in image_encoder.backbone.convs) if small else (32, 64, 128, 256)
     image = DamsmImageEncoder(image_encoder.kind, image_encoder.project_regions.filters, weights=None,
                               input_size=image_encoder.input_size, widths=widths,
-                              backbone_batch_statistics=image_encoder.batch_statistics)
+                              backbone_batch_statistics=image_encoder.batch_statistics,
+                              align_corners=image_encoder.align_corners)
     text([tf.zeros((1, 2), tf.int32), tf.constant([2])])
     size = image_encoder.input_size or 32
     image(tf.zeros((1, size, size, 3)))

@@ -133,6 +133,18 @@ class SmallBackbone(layers.Layer):
         return outputs[2], outputs[3]
 
 
+BACKBONES = ("inception", "inception_torchvision", "small")
+
+
+def resize_bilinear(images, size, align_corners=False):
+    """Bilinear resize to size × size as PyTorch's ``interpolate(mode="bilinear")`` (no antialiasing):
+    half-pixel centres (``align_corners=False``, PyTorch ≥ 0.4), or corner pixels onto corner pixels
+    (``align_corners=True``, what ``nn.Upsample`` did in PyTorch 0.3, when AttnGAN was written)."""
+    if align_corners:
+        return tf.compat.v1.image.resize_bilinear(images, [size, size], align_corners=True)
+    return tf.image.resize(images, [size, size], "bilinear", antialias=False)
+
+
 class DamsmImageEncoder(keras.Model):
     """Image in [−1, 1] → region features v (B, H', W', D) and global feature v̄ (B, D).
 
@@ -140,22 +152,36 @@ class DamsmImageEncoder(keras.Model):
     images resized bilinearly to 299; v = conv1×1(``mixed7`` = Mixed_6e, 17×17×768 → D, no bias),
     v̄ = Linear(average-pooled ``mixed10`` = Mixed_7c, 2048 → D). The two projections (U(−0.1, 0.1))
     are the only trainable weights: 196,608 + 524,544 = 721,152 at D = 256.
+    ``backbone="inception_torchvision"``: the same with torchvision's Inception3, the network of the official
+    ``CNN_ENCODER`` (BN with γ, average pools that count the padding; ``t2igan.metrics.inception``), so the
+    released DAMSM loads exactly (``t2igan.official``); ``weights``: None or torchvision's
+    ``inception_v3_google-1a9a5a14.pth`` (or its ``.npz``), the ImageNet start of the official pretraining.
     ``backbone_batch_statistics=True`` reproduces the official quirk (sheet §7 #13): in training mode the
     frozen Inception's BatchNorm uses and updates batch statistics (β stays frozen).
     ``backbone="small"``: :class:`SmallBackbone`, trainable; images resized to ``input_size`` if given.
+    ``align_corners``: the resize to 299 as PyTorch 0.3's bilinear ``Upsample`` (corner pixels aligned), as
+    the released DAMSM was presumably trained; the default (half-pixel centres) is PyTorch ≥ 0.4's, which the
+    R-precision code of DM-GAN and DF-GAN ran with.
     """
 
     def __init__(self, backbone="inception", embedding_dim=256, weights=None, input_size=None,
-                 widths=(32, 64, 128, 256), backbone_batch_statistics=False, **kwargs):
+                 widths=(32, 64, 128, 256), backbone_batch_statistics=False, align_corners=False, **kwargs):
         super().__init__(**kwargs)
         self.kind = backbone
         self.batch_statistics = backbone_batch_statistics
-        if backbone == "inception":
+        self.align_corners = align_corners
+        if backbone in ("inception", "inception_torchvision"):
             self.input_size = input_size or 299
-            base = keras.applications.InceptionV3(include_top=False, weights=weights,
-                                                  input_shape=(self.input_size, self.input_size, 3))
-            self.backbone = keras.Model(base.input, [base.get_layer("mixed7").output, base.get_layer("mixed10").output],
-                                        name="inception_v3_mixed7_mixed10")
+            if backbone == "inception":
+                base = keras.applications.InceptionV3(include_top=False, weights=weights,
+                                                      input_shape=(self.input_size, self.input_size, 3))
+                self.backbone = keras.Model(base.input, [base.get_layer("mixed7").output,
+                                                         base.get_layer("mixed10").output],
+                                            name="inception_v3_mixed7_mixed10")
+            else:
+                from t2igan.metrics.inception import FidInception
+
+                self.backbone = FidInception(weights, variant="torchvision", input_size=self.input_size).model
             self.backbone.trainable = False
             for layer in self.backbone.layers if backbone_batch_statistics else []:
                 if isinstance(layer, layers.BatchNormalization):
@@ -168,7 +194,7 @@ class DamsmImageEncoder(keras.Model):
             self.backbone = SmallBackbone(widths)
             global_width = widths[-1]
         else:
-            raise ValueError(f"backbone must be 'inception' or 'small', not {backbone!r}.")
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}.")
         self.project_regions = layers.Conv2D(embedding_dim, 1, use_bias=False, kernel_initializer=uniform(0.1))
         self.pool = layers.GlobalAveragePooling2D()
         self.project_global = layers.Dense(embedding_dim, kernel_initializer=uniform(0.1),
@@ -176,8 +202,8 @@ class DamsmImageEncoder(keras.Model):
 
     def call(self, images, training=False):
         x = tf.cast(images, self.compute_dtype)
-        if self.input_size and x.shape[1] != self.input_size:
-            x = tf.image.resize(x, [self.input_size, self.input_size], "bilinear")  # = align_corners False
+        if self.input_size and (x.shape[1] != self.input_size or x.shape[2] != self.input_size):
+            x = tf.cast(resize_bilinear(x, self.input_size, self.align_corners), self.compute_dtype)
         backbone_training = training and (self.kind == "small" or self.batch_statistics)
         local, deep = self.backbone(x, training=backbone_training)
         return self.project_regions(local), self.project_global(self.pool(deep))
@@ -344,6 +370,14 @@ class DamsmPretrainer(keras.Model):
 #: The profile keys that define the encoders; stored with them so another run can reuse them.
 ENCODER_KEYS = ("damsm_backbone", "damsm_image_size", "damsm_small_widths", "inception_weights", "image_size",
                 "word_embedding_dim", "text_hidden", "text_dropout")
+#: Encoder keys a profile may leave out (chapter 4's), with their values when it does.
+OPTIONAL_ENCODER_KEYS = {"damsm_align_corners": False}
+
+
+def encoder_config(config):
+    """The settings that define the encoders, as ``complete.json`` stores them."""
+    return dict({key: config[key] for key in ENCODER_KEYS},
+                **{key: config.get(key, default) for key, default in OPTIONAL_ENCODER_KEYS.items()})
 
 
 def paths(folder):
@@ -426,14 +460,20 @@ def build_encoders(config, vocabulary_size):
 
     text = DamsmTextEncoder(vocabulary_size, config["word_embedding_dim"], config["text_hidden"], config["text_dropout"])
     weights = config["inception_weights"] or None
+    if config["damsm_backbone"] not in BACKBONES:
+        raise UserError(f"damsm_backbone: {config['damsm_backbone']!r} is not one of {', '.join(BACKBONES)}.")
     if weights and not os.path.exists(weights):
-        raise UserError(f"inception_weights: {weights} does not exist. Download the Keras InceptionV3 ImageNet weights "
-                        "(inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5) and pass its path.")
+        wanted = ("torchvision's inception_v3_google-1a9a5a14.pth (https://download.pytorch.org/models/"
+                  "inception_v3_google-1a9a5a14.pth; reading it needs torch, or convert it once with "
+                  "python -m t2igan.official convert)" if config["damsm_backbone"] == "inception_torchvision"
+                  else "the Keras InceptionV3 ImageNet weights (inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5)")
+        raise UserError(f"inception_weights: {weights} does not exist. Download {wanted} and pass its path.")
     size = encoder_image_size(config)
     image = DamsmImageEncoder(config["damsm_backbone"], config["text_hidden"] * 2, weights=weights,
-                              input_size=config["damsm_image_size"], widths=config["damsm_small_widths"])
+                              input_size=config["damsm_image_size"], widths=config["damsm_small_widths"],
+                              align_corners=config.get("damsm_align_corners", False))
     text([tf.zeros((2, 4), tf.int32), tf.constant([4, 2])])
-    image(tf.zeros((2, size, size, 3)))
+    image(tf.zeros((1, size, size, 3)))  # builds it; one image is enough (Inception at 299 is slow on CPUs)
     return text, image
 
 
@@ -508,7 +548,7 @@ def pretrain(strategy, folder, log_dir, config, index, images_fn, verbose="auto"
     report.update(best_val_retrieval_top1=schedule.best, best_epoch=schedule.best_epoch)
     with open(complete_path, "w", encoding="utf-8") as file:
         json.dump(dict(report, data_fingerprint=char_cnn_rnn.fingerprint(index), vocabulary_size=len(vocab),
-                       encoder_config={key: config[key] for key in ENCODER_KEYS}), file, indent=2)
+                       encoder_config=encoder_config(config)), file, indent=2)
     return report
 
 
@@ -555,19 +595,34 @@ class ValidationAttention(keras.callbacks.Callback):
 
 def load(folder, config, index):
     """The DAMSM stored in ``folder`` → (vocabulary, build) with ``build()`` → (text, image) encoders with
-    the stored weights (call it inside the strategy scope). Checks they were trained on this data set."""
-    from t2igan import char_cnn_rnn
+    the stored weights (call it inside the strategy scope). Checks they were trained on this data set; an
+    imported official DAMSM (``t2igan.official``) is checked against the data set's official vocabulary."""
+    from absl import logging
+
+    from t2igan import char_cnn_rnn, official
 
     text_path, image_path, complete_path = paths(folder)
-    char_cnn_rnn.check_embeddings_match(folder, index)
-    vocab = vocabulary(folder, index)
     with open(complete_path, encoding="utf-8") as file:
-        config = dict(config, **json.load(file).get("encoder_config", {}))  # the widths it was trained with
+        record = json.load(file)
+    config = dict(config, **record.get("encoder_config", {}))  # the widths it was trained with
+    source = official.describe(record)
+    if source is None:
+        char_cnn_rnn.check_embeddings_match(folder, index)
+    elif record.get("dataset") not in (None, index.name):
+        logging.warning("The DAMSM in %s was imported for the data set %r, this run reads %r: word ids may not match.",
+                        folder, record.get("dataset"), index.name)
+    vocab = vocabulary(folder, index)
+    if source is not None and index.vocabulary_words and list(index.vocabulary_words) != vocab.words:
+        from t2igan.app import UserError
+
+        raise UserError(f"The DAMSM in {folder} reads the word ids of another captions.pickle than this data set's: "
+                        "convert it again with this data set's captions.pickle.")
 
     def build():
         text, image = build_encoders(config, len(vocab))
         text.load_weights(text_path)
         image.load_weights(image_path)
+        text.source = image.source = source  # protocols name an imported DAMSM
         return text, image
 
     return vocab, build

@@ -13,6 +13,12 @@
 * ``keras-imagenet``: ``keras.applications.InceptionV3`` (ImageNet, 1000 classes) from a local ``.h5`` —
   not the FID network; its FID and IS are labelled "not comparable with papers".
 
+The same builder gives torchvision's ``Inception3`` (``variant="torchvision"``): the same convolutions and
+names, but every average pool *includes* the padding (``avg_pool2d(3, 1, padding=1)``'s default
+``count_include_pad=True``) and Mixed_7c averages like Mixed_7b; it returns the Mixed_6e and Mixed_7c maps.
+AttnGAN's DAMSM image encoder (``CNN_ENCODER``) is built on it, so its released weights load exactly
+(``t2igan.damsm.DamsmImageEncoder(backbone="inception_torchvision")``, ``t2igan.official``).
+
 Nothing here downloads: a missing file raises an error that says what to fetch and where.
 """
 
@@ -23,12 +29,16 @@ import os
 
 import numpy as np
 
+from t2igan.official import read_state_dict  # noqa: F401  (kept importable from here)
+
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
 KERAS_WEIGHTS_NAME = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/" + KERAS_WEIGHTS_NAME
 KERAS_WEIGHTS_MD5 = "9a0d58056eeedaa3f26cb7ebd46da564"   # keras.applications' own file_hash for this file
 FID_CLASSES = 1008                                        # the 2015 graph's classifier (1001 used, 7 unused)
+TORCHVISION_WEIGHTS_NAME = "inception_v3_google-1a9a5a14.pth"   # torchvision's ImageNet Inception3 (AttnGAN's DAMSM)
+TORCHVISION_WEIGHTS_URL = "https://download.pytorch.org/models/" + TORCHVISION_WEIGHTS_NAME
 
 
 def sha256(path: str) -> str:
@@ -41,6 +51,10 @@ def sha256(path: str) -> str:
 
 def missing_weights_message(extractor: str, path: str | None) -> str:
     where = f"'{path}' does not exist. " if path else "No weights file given. "
+    if extractor == "torchvision":
+        return (where + f"torchvision's ImageNet Inception-v3 weights are never downloaded at run time. Download "
+                f"{TORCHVISION_WEIGHTS_URL} (the file AttnGAN's DAMSM starts from) and pass its path (reading a .pth "
+                "needs `pip install torch`, or convert it once: python -m t2igan.official convert PATH.pth OUT.npz).")
     if extractor == "tf-fid":
         return (where + "The FID Inception weights are not bundled and never downloaded at run time. Download "
                 f"{FID_WEIGHTS_URL} (95.6 MB; by torch-hub convention its SHA-256 begins with 6726825d), then either "
@@ -50,11 +64,22 @@ def missing_weights_message(extractor: str, path: str | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the network
-def _fid_inception_layers():
-    """(builder of the Keras graph, ordered torch prefixes of its conv units). Imports Keras lazily."""
+VARIANTS = ("fid", "torchvision")
+
+
+def _fid_inception_layers(variant="fid"):
+    """(builder of the Keras graph, ordered torch prefixes of its conv units). Imports Keras lazily.
+
+    ``variant="fid"``: pytorch-fid's FID Inception (pools exclude padding, max-pool in Mixed_7c; outputs
+    pool3 and logits). ``"torchvision"``: torchvision's ``Inception3`` up to Mixed_7c (pools include
+    padding, average pool in Mixed_7c; outputs the Mixed_6e and Mixed_7c maps, no classifier).
+    """
     import keras
     from keras import layers
 
+    if variant not in VARIANTS:
+        raise ValueError(f"Inception variant must be one of {', '.join(VARIANTS)}, not {variant!r}.")
+    include_padding = variant == "torchvision"
     units: dict[str, tuple] = {}
 
     def unit(x, name, filters, kernel, strides=1, padding="same"):
@@ -63,7 +88,11 @@ def _fid_inception_layers():
         units[name] = (conv, norm)
         return layers.ReLU(name=f"{name}.relu")(norm(conv(x), training=False))
 
-    def average_pool(x, name):  # TF SAME average pooling excludes the padding: count_include_pad=False
+    def average_pool(x, name):
+        if include_padding:  # torchvision: zero padding counted in the mean, always divided by 9
+            x = layers.ZeroPadding2D(1, name=f"{name}.pad")(x)
+            return layers.AveragePooling2D(3, strides=1, padding="valid", name=f"{name}.avg_pool")(x)
+        # TF SAME average pooling excludes the padding: count_include_pad=False
         return layers.AveragePooling2D(3, strides=1, padding="same", name=f"{name}.avg_pool")(x)
 
     def block_a(x, name, pool_features):                                  # Mixed_5b/5c/5d
@@ -112,8 +141,8 @@ def _fid_inception_layers():
         bp = unit(pooled, f"{name}.branch_pool", 192, 1)
         return layers.Concatenate(name=name)([b1, b3, bd, bp])
 
-    def build():
-        images = keras.Input((299, 299, 3), name="normalised_299")
+    def build(input_size=299):
+        images = keras.Input((input_size, input_size, 3), name=f"normalised_{input_size}")
         x = unit(images, "Conv2d_1a_3x3", 32, 3, strides=2, padding="valid")
         x = unit(x, "Conv2d_2a_3x3", 32, 3, padding="valid")
         x = unit(x, "Conv2d_2b_3x3", 64, 3)
@@ -126,9 +155,12 @@ def _fid_inception_layers():
         x = block_b(x, "Mixed_6a")
         for name, c7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
             x = block_c(x, name, c7)
+        mixed_6e = x
         x = block_d(x, "Mixed_7a")
         x = block_e(x, "Mixed_7b", max_pool=False)
-        x = block_e(x, "Mixed_7c", max_pool=True)
+        x = block_e(x, "Mixed_7c", max_pool=not include_padding)
+        if variant == "torchvision":
+            return keras.Model(images, [mixed_6e, x], name="torchvision_inception_v3")
         pool3 = layers.GlobalAveragePooling2D(name="pool3")(x)
         # IS as improved-gan computes it on this graph: softmax(pool3 · W), the bias left out.
         logits = layers.Dense(FID_CLASSES, use_bias=False, name="fc")(pool3)
@@ -138,49 +170,66 @@ def _fid_inception_layers():
 
 
 class FidInception:
-    """The FID Inception-v3: ``features(images)`` → pool3 (N, 2048); ``logits(images)`` → (N, 1008)."""
+    """The FID Inception-v3: ``features(images)`` → pool3 (N, 2048); ``logits(images)`` → (N, 1008).
+
+    ``variant="torchvision"`` builds torchvision's ``Inception3`` instead (see the module docstring): its
+    ``model`` maps normalised images (``input_size``²) to the Mixed_6e and Mixed_7c maps, and ``load``
+    takes torchvision's state dict (its ``AuxLogits.*`` and ``fc.*`` entries, if any, are left out).
+    """
 
     name = "tf-fid"
+    variant = "fid"
 
-    def __init__(self, weights: str | None = None):
-        build, self.units = _fid_inception_layers()
-        self.model = build()
+    def __init__(self, weights: str | None = None, variant: str = "fid", input_size: int = 299):
+        build, self.units = _fid_inception_layers(variant)
+        self.variant = variant
+        self.model = build(input_size)
         self.weights_path, self.weights_sha256 = weights, None
         if weights is not None:
             if not os.path.isfile(weights):
-                raise FileNotFoundError(missing_weights_message("tf-fid", weights))
+                raise FileNotFoundError(missing_weights_message("tf-fid" if variant == "fid" else variant, weights))
             self.load(read_state_dict(weights))
             self.weights_sha256 = sha256(weights)
 
     # torch layout ↔ Keras layout ---------------------------------------------------------------
-    def state_shapes(self) -> dict[str, tuple]:
-        """The torch state-dict keys and shapes this network expects (pytorch-fid's names)."""
+    def state_shapes(self, prefix: str = "") -> dict[str, tuple]:
+        """The torch state-dict keys and shapes this network expects (pytorch-fid's / torchvision's names)."""
         shapes = {}
-        for prefix, (conv, norm) in self.units.items():
+        for unit, (conv, norm) in self.units.items():
             kh, kw, cin, cout = conv.kernel.shape
-            shapes[f"{prefix}.conv.weight"] = (cout, cin, kh, kw)
+            shapes[f"{prefix}{unit}.conv.weight"] = (cout, cin, kh, kw)
             for key in ("weight", "bias", "running_mean", "running_var"):
-                shapes[f"{prefix}.bn.{key}"] = (cout,)
-        shapes["fc.weight"] = (FID_CLASSES, 2048)
-        shapes["fc.bias"] = (FID_CLASSES,)
+                shapes[f"{prefix}{unit}.bn.{key}"] = (cout,)
+        if self.variant == "fid":
+            shapes[f"{prefix}fc.weight"] = (FID_CLASSES, 2048)
+            shapes[f"{prefix}fc.bias"] = (FID_CLASSES,)
         return shapes
 
     def load(self, state: dict[str, np.ndarray]) -> None:
         expected = self.state_shapes()
         state = {k: np.asarray(v) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        if self.variant == "torchvision":  # a whole torchvision Inception3: its classifier heads are not used
+            state = {k: v for k, v in state.items() if not k.startswith(("AuxLogits.", "fc."))}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         wrong = [f"{k}: {state[k].shape} ≠ {expected[k]}" for k in expected if k in state
                  and tuple(state[k].shape) != tuple(expected[k])]
         if missing or unexpected or wrong:
-            raise ValueError("These weights are not pytorch-fid's FID Inception: "
+            what, file = (("pytorch-fid's FID Inception", FID_WEIGHTS_NAME) if self.variant == "fid"
+                          else ("torchvision's Inception3", TORCHVISION_WEIGHTS_NAME))
+            raise ValueError(f"These weights are not {what}: "
                              f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
                              f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}, "
-                             f"wrong shapes {wrong[:5]}. Expected the file {FID_WEIGHTS_NAME}.")
-        for prefix, (conv, norm) in self.units.items():
-            conv.kernel.assign(np.transpose(state[f"{prefix}.conv.weight"], (2, 3, 1, 0)))
-            norm.set_weights([state[f"{prefix}.bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
-        self.model.get_layer("fc").kernel.assign(np.transpose(state["fc.weight"]))
+                             f"wrong shapes {wrong[:5]}. Expected the file {file}.")
+        self.assign(state)
+
+    def assign(self, state: dict[str, np.ndarray], prefix: str = "") -> None:
+        """Copy checked torch arrays in: conv OIHW → HWIO, BN (γ, β, mean, var) as they are."""
+        for unit, (conv, norm) in self.units.items():
+            conv.kernel.assign(np.transpose(state[f"{prefix}{unit}.conv.weight"], (2, 3, 1, 0)))
+            norm.set_weights([state[f"{prefix}{unit}.bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
+        if self.variant == "fid":
+            self.model.get_layer("fc").kernel.assign(np.transpose(state[f"{prefix}fc.weight"]))
 
     # inference ----------------------------------------------------------------------------------
     @staticmethod
@@ -195,6 +244,8 @@ class FidInception:
     protocol_input = "[-1, 1] → ×127.5+127.5 → bilinear resize to 299 (half-pixel, no antialias) → (x − 128)/128; RGB"
 
     def _outputs(self, images):
+        if self.variant != "fid":
+            raise ValueError("The torchvision variant is the DAMSM backbone, not an FID extractor: use variant='fid'.")
         return self._call(self.preprocess(images))
 
     def __call__(self, images):
@@ -249,20 +300,6 @@ class KerasInception(FidInception):
         weights = (f"{os.path.basename(self.weights_path)} sha256 {self.weights_sha256[:16]}" if self.weights_path
                    else "RANDOM weights (tests only)")
         return f"keras-imagenet: keras.applications.InceptionV3 ImageNet (NOT the FID network: not comparable with papers), {weights}"
-
-
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-    """A torch state dict from ``.pth`` (torch, ``weights_only=True``) or the ``.npz`` converted from it."""
-    if path.endswith(".npz"):
-        with np.load(path) as data:
-            return {key: data[key] for key in data.files}
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(f"Reading {path} needs torch (pip install torch), or convert it once on a machine "
-                          "that has torch: python -m t2igan.metrics.inception convert IN.pth OUT.npz") from error
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {key: value.numpy() for key, value in state.items()}
 
 
 def make_extractor(name: str, weights: str | None):

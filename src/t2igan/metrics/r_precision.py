@@ -52,7 +52,8 @@ def damsm_r_precision(text_encoder, image_encoder, index, ids: np.ndarray, lengt
     position = {row: k for k, row in enumerate(rows)}
     own = np.array([position[e * captions_per_image + c] for e, c in plan])
     mean, std, _ = r_precision(image_features, sentences[rows], own, rows // captions_per_image, examples, seed=seed)
+    encoders = getattr(image_encoder, "source", None) or "this run's DAMSM"  # e.g. the imported official one
     protocol = {"r_precision": (f"R = 1 of 100 candidates (own caption + 99 of other test images, seed {seed}), "
-                                "cosine of this run's DAMSM global image and sentence features, mean ± std over "
+                                f"cosine of the global image and sentence features of {encoders}, mean ± std over "
                                 f"10 folds of {len(images)} images")}
     return {"r_precision": mean, "r_precision_std": std}, protocol

@@ -24,12 +24,11 @@ Nothing here downloads: a missing file raises an error that says what to fetch a
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 
-from t2igan.official import read_state_dict  # noqa: F401  (kept importable from here)
+from t2igan.official import read_state_dict, sha256  # noqa: F401  (kept importable from here)
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
@@ -39,14 +38,6 @@ KERAS_WEIGHTS_MD5 = "9a0d58056eeedaa3f26cb7ebd46da564"   # keras.applications' o
 FID_CLASSES = 1008                                        # the 2015 graph's classifier (1001 used, 7 unused)
 TORCHVISION_WEIGHTS_NAME = "inception_v3_google-1a9a5a14.pth"   # torchvision's ImageNet Inception3 (AttnGAN's DAMSM)
 TORCHVISION_WEIGHTS_URL = "https://download.pytorch.org/models/" + TORCHVISION_WEIGHTS_NAME
-
-
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def missing_weights_message(extractor: str, path: str | None) -> str:

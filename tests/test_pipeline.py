@@ -102,6 +102,17 @@ def test_near_miss_table_differs_in_exactly_one_attribute():
             assert differing == [("colour", "position", "shape")[column // 2]]
     no_attributes = [dataclasses.replace(example, image_attributes=None) for example in examples]
     assert near_miss_table(no_attributes) is None  # real data sets: random wrong examples only
+    from t2igan.data.negatives import dataset_options
+    from t2igan.errors import UserError
+
+    assert dataset_options(no_attributes, 0.0) == {}
+    assert dataset_options(examples, 0.5)["hard_negatives"] == 0.5
+    try:
+        dataset_options(no_attributes, 0.5)
+    except UserError as error:
+        assert "attributes" in str(error)
+    else:
+        raise AssertionError("hard negatives on a data set without attributes must fail clearly")
 
 
 def test_hard_negatives_draw_wrong_examples_from_the_near_misses():

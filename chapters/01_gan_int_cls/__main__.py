@@ -44,6 +44,7 @@ def pretrain():
 
 
 def train():
+    from t2igan.data import negatives
     from t2igan.data.pipeline import make_dataset
     from t2igan.training.run import Timer
 
@@ -64,7 +65,7 @@ def train():
                            image_size=config["image_size"], augment=config["augment"], seed=config["seed"],
                            captions_per_sample=config["captions_per_sample"], noise_shape=(3, config["noise_dim"]),
                            start_step=initial_epoch * steps_per_epoch,
-                           **char_cnn_rnn.near_miss_options(index.train, config["hard_negatives"]))
+                           **negatives.dataset_options(index.train, config["hard_negatives"]))
 
     # Fixed captions × fixed noise for the sample grid: the same every epoch.
     rows = min(8, len(index.test))

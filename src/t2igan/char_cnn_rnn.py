@@ -241,26 +241,13 @@ def embedding_scale(train_embeddings, table) -> float:
     return 1.0 / rms if rms > 0 else 1.0
 
 
-def near_miss_options(examples, hard_negatives: float) -> dict:
-    """``make_dataset`` keywords for a fraction of near-miss wrong examples (``t2igan.data.negatives``)."""
-    from t2igan.app import UserError
-    from t2igan.data.negatives import near_miss_table
-
-    if not hard_negatives:
-        return {}
-    table = near_miss_table(examples)
-    if table is None:
-        raise UserError("hard negatives need single-valued image attributes (attributes.jsonl, as the built-in "
-                        "shapes stores them); this data set has none. Set hard_negatives=0 (--set).")
-    return dict(near_misses=table, hard_negatives=hard_negatives)
-
-
 def pretrain(strategy, folder: str, log_dir: str, config: dict, index, images, verbose=2) -> dict:
     """Train φ(t) with DS-SJE on the training split; embed every caption once (Reed precomputes them too).
 
     ``images(split)`` returns the uint8 image array of a split (the shared .npy cache).
     Returns the final metrics (also in ``folder/complete.json``).
     """
+    from t2igan.data import negatives
     from t2igan.data.pipeline import make_dataset
     from t2igan.text import Vocabulary
 
@@ -276,7 +263,7 @@ def pretrain(strategy, folder: str, log_dir: str, config: dict, index, images, v
     hard = config.get("pretrain_hard_negatives", 0.0)
     dataset = make_dataset(train_images, class_ids["train"], tables["train"], global_batch_size=batch_size,
                            image_size=config["image_size"], augment=config["augment"], seed=config["seed"],
-                           words_num=codec.doc_length, **near_miss_options(index.train, hard))
+                           words_num=codec.doc_length, **negatives.dataset_options(index.train, hard))
     validation = make_dataset(test_images, class_ids["test"], tables["test"],
                               global_batch_size=min(batch_size, len(test_images)), image_size=config["image_size"],
                               augment=False, seed=12345, words_num=codec.doc_length, repeat=False)

@@ -181,7 +181,8 @@ class DamsmImageEncoder(keras.Model):
             else:
                 from t2igan.metrics.inception import FidInception
 
-                self.backbone = FidInception(weights, variant="torchvision", input_size=self.input_size).model
+                self.inception = FidInception(weights, variant="torchvision", input_size=self.input_size)
+                self.backbone = self.inception.model  # the official weights load through self.inception
             self.backbone.trainable = False
             for layer in self.backbone.layers if backbone_batch_statistics else []:
                 if isinstance(layer, layers.BatchNormalization):

@@ -127,12 +127,6 @@ def dense_kernel(weight: np.ndarray) -> np.ndarray:
     return np.transpose(weight)
 
 
-def assign_batch_norm(norm, state: dict[str, np.ndarray], prefix: str) -> None:
-    """PyTorch BatchNorm (weight, bias, running_mean, running_var) → Keras (γ, β, moving mean, moving variance)."""
-    for torch_name, keras_name in BATCH_NORM_KEYS:
-        getattr(norm, keras_name).assign(state[f"{prefix}.{torch_name}"])
-
-
 # ---------------------------------------------------------------------------
 # 2. DAMSM text encoder (``RNN_ENCODER``)
 # ---------------------------------------------------------------------------
@@ -211,28 +205,14 @@ def build_text_encoder(state: dict[str, np.ndarray], path: str, dropout: float =
 # ---------------------------------------------------------------------------
 # 3. DAMSM image encoder (``CNN_ENCODER``)
 # ---------------------------------------------------------------------------
-def inception_units(backbone) -> dict[str, tuple]:
-    """torchvision prefix → (conv, BN) layers of the Keras torchvision Inception (its layers are named so)."""
-    units = {}
-    for layer in backbone.layers:
-        if layer.name.endswith(".conv"):
-            prefix = layer.name[: -len(".conv")]
-            units[prefix] = (layer, backbone.get_layer(f"{prefix}.bn"))
-    return units
-
-
 def image_encoder_shapes(encoder) -> dict[str, tuple]:
-    """``CNN_ENCODER``'s state dict for a built ``DamsmImageEncoder(backbone="inception_torchvision")``."""
-    shapes = {}
-    for prefix, (conv, _) in inception_units(encoder.backbone).items():
-        kh, kw, cin, cout = conv.kernel.shape
-        shapes[f"{prefix}.conv.weight"] = (cout, cin, kh, kw)
-        shapes.update({f"{prefix}.bn.{key}": (cout,) for key, _ in BATCH_NORM_KEYS})
+    """``CNN_ENCODER``'s state dict for a built ``DamsmImageEncoder(backbone="inception_torchvision")``:
+    its Inception's (torchvision names, :meth:`FidInception.state_shapes`) and the two projections."""
     regions_in, width = encoder.project_regions.kernel.shape[2:]
     global_in = encoder.project_global.kernel.shape[0]
-    shapes.update({"emb_features.weight": (width, regions_in, 1, 1), "emb_cnn_code.weight": (width, global_in),
-                   "emb_cnn_code.bias": (width,)})
-    return shapes
+    return dict(encoder.inception.state_shapes(), **{
+        "emb_features.weight": (width, regions_in, 1, 1), "emb_cnn_code.weight": (width, global_in),
+        "emb_cnn_code.bias": (width,)})
 
 
 def image_encoder_width(state: dict[str, np.ndarray], path: str) -> int:
@@ -255,9 +235,7 @@ def load_image_encoder(encoder, state: dict[str, np.ndarray], path: str) -> None
     check_state(state, image_encoder_shapes(encoder), path,
                 f"AttnGAN's DAMSM image encoder with {encoder.project_regions.filters}-d features",
                 "Pass the image encoder released with AttnGAN (image_encoder200.pth for birds).")
-    for prefix, (conv, norm) in inception_units(encoder.backbone).items():
-        conv.kernel.assign(conv_kernel(state[f"{prefix}.conv.weight"]))
-        assign_batch_norm(norm, state, f"{prefix}.bn")
+    encoder.inception.assign(state)
     encoder.project_regions.kernel.assign(conv_kernel(state["emb_features.weight"]))
     encoder.project_global.kernel.assign(dense_kernel(state["emb_cnn_code.weight"]))
     encoder.project_global.bias.assign(state["emb_cnn_code.bias"])

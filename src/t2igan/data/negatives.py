@@ -59,3 +59,17 @@ def near_miss_table(examples: Sequence[Example], per_attribute: int = 4, seed: i
                     chosen = rng.choice(others, size=min(per_attribute, len(others)), replace=False)
                     table[i, a * per_attribute: a * per_attribute + len(chosen)] = chosen
     return table.astype(np.int32)
+
+
+def dataset_options(examples: Sequence[Example], hard_negatives: float) -> dict:
+    """``make_dataset`` keywords for that fraction of near-miss wrong examples ({} when 0)."""
+    from t2igan.errors import UserError
+
+    if not hard_negatives:
+        return {}
+    table = near_miss_table(examples)
+    if table is None:
+        raise UserError("hard negatives need single-valued image attributes (attributes.jsonl, as the built-in "
+                        "shapes stores them); this data set has none. Set them to 0 (--set hard_negatives=0 "
+                        "--set pretrain_hard_negatives=0).")
+    return dict(near_misses=table, hard_negatives=hard_negatives)

@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from t2igan.official import read_state_dict, sha256  # noqa: F401  (kept importable from here)
+from t2igan.official import conv_kernel, read_state_dict, sha256  # noqa: F401  (read_state_dict: kept importable from here)
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
@@ -183,17 +183,17 @@ class FidInception:
             self.weights_sha256 = sha256(weights)
 
     # torch layout ↔ Keras layout ---------------------------------------------------------------
-    def state_shapes(self, prefix: str = "") -> dict[str, tuple]:
+    def state_shapes(self) -> dict[str, tuple]:
         """The torch state-dict keys and shapes this network expects (pytorch-fid's / torchvision's names)."""
         shapes = {}
         for unit, (conv, norm) in self.units.items():
             kh, kw, cin, cout = conv.kernel.shape
-            shapes[f"{prefix}{unit}.conv.weight"] = (cout, cin, kh, kw)
+            shapes[f"{unit}.conv.weight"] = (cout, cin, kh, kw)
             for key in ("weight", "bias", "running_mean", "running_var"):
-                shapes[f"{prefix}{unit}.bn.{key}"] = (cout,)
+                shapes[f"{unit}.bn.{key}"] = (cout,)
         if self.variant == "fid":
-            shapes[f"{prefix}fc.weight"] = (FID_CLASSES, 2048)
-            shapes[f"{prefix}fc.bias"] = (FID_CLASSES,)
+            shapes["fc.weight"] = (FID_CLASSES, 2048)
+            shapes["fc.bias"] = (FID_CLASSES,)
         return shapes
 
     def load(self, state: dict[str, np.ndarray]) -> None:
@@ -214,13 +214,13 @@ class FidInception:
                              f"wrong shapes {wrong[:5]}. Expected the file {file}.")
         self.assign(state)
 
-    def assign(self, state: dict[str, np.ndarray], prefix: str = "") -> None:
+    def assign(self, state: dict[str, np.ndarray]) -> None:
         """Copy checked torch arrays in: conv OIHW → HWIO, BN (γ, β, mean, var) as they are."""
         for unit, (conv, norm) in self.units.items():
-            conv.kernel.assign(np.transpose(state[f"{prefix}{unit}.conv.weight"], (2, 3, 1, 0)))
-            norm.set_weights([state[f"{prefix}{unit}.bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
+            conv.kernel.assign(conv_kernel(state[f"{unit}.conv.weight"]))
+            norm.set_weights([state[f"{unit}.bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
         if self.variant == "fid":
-            self.model.get_layer("fc").kernel.assign(np.transpose(state[f"{prefix}fc.weight"]))
+            self.model.get_layer("fc").kernel.assign(np.transpose(state["fc.weight"]))
 
     # inference ----------------------------------------------------------------------------------
     @staticmethod

@@ -19,11 +19,11 @@ EXTRACTOR ?=
 WEIGHTS ?=
 
 VARIANT ?=
-CHAPTER_1 := 01_gan_int_cls
-CHAPTER_2 := 02_stackgan
-CHAPTER_3 := 03_attngan
-CHAPTER_4 := 04_dfgan_ratgan
-CHAPTER_5 := 05_vlmgan
+CHAPTER_1 := ch1_gan_int_cls
+CHAPTER_2 := ch2_stackgan
+CHAPTER_3 := ch3_attngan
+CHAPTER_4 := ch4_dfgan_ratgan
+CHAPTER_5 := ch5_vlmgan
 V4 = --variant=$(or $(VARIANT),ratgan)
 V5 = --variant=$(or $(VARIANT),dfgan)
 SCORE_RUN ?=
@@ -115,7 +115,7 @@ chapter3-check: install
 chapter3-import: install
 	$(PY) -m chapters.$(CHAPTER_3) import $(COMMON) --generator="$(GENERATOR)" $(if $(TEXT_ENCODER),--text_encoder="$(TEXT_ENCODER)") $(if $(IMAGE_ENCODER),--image_encoder="$(IMAGE_ENCODER)") $(ARGS)
 damsm-import: install
-	$(PY) -m t2igan.official damsm --dataset=$(DATASET) --text_encoder="$(TEXT_ENCODER)" --image_encoder="$(IMAGE_ENCODER)" --out="$(DAMSM_DIR)" $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_3).official damsm --dataset=$(DATASET) --text_encoder="$(TEXT_ENCODER)" --image_encoder="$(IMAGE_ENCODER)" --out="$(DAMSM_DIR)" $(ARGS)
 
 # ---------------------------------------------------------------- chapter 4: DF-GAN + RAT-GAN
 chapter4-pretrain: install
@@ -151,7 +151,7 @@ tensorboard: install
 
 # FID/IS between two image folders (or a run's eval with RUN_DIR=…); see docs/metrics.md.
 eval: install
-	$(PY) -m t2igan.evaluate $(if $(RUN_DIR),--run=$(RUN_DIR),--real="$(REAL)" --fake="$(FAKE)") $(if $(EXTRACTOR),--extractor=$(EXTRACTOR)) $(if $(WEIGHTS),--inception_weights="$(WEIGHTS)") $(ARGS)
+	$(PY) -m t2igan.evaluate_folders $(if $(RUN_DIR),--run=$(RUN_DIR),--real="$(REAL)" --fake="$(FAKE)") $(if $(EXTRACTOR),--extractor=$(EXTRACTOR)) $(if $(WEIGHTS),--inception_weights="$(WEIGHTS)") $(ARGS)
 
 # Test modules run in parallel processes (pytest-xdist), one module per worker so module
 # fixtures (a smoke run shared by several tests) are built once (8m20s on 2 cores). At least 3 workers: the tests

@@ -35,7 +35,7 @@ FLAGS = flags.FLAGS
 
 
 def _define_string(name, default, help_text):
-    # The training command line (t2igan.app) defines the same data flags with the same meaning;
+    # The training command line (t2igan.cli) defines the same data flags with the same meaning;
     # a process that imports both (the test suite) must not define them twice.
     if name not in FLAGS:
         flags.DEFINE_string(name, default, help_text)

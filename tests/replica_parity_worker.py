@@ -8,7 +8,6 @@ g/|g| and would hide a wrong loss scale.
 """
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -30,7 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 keras.utils.set_random_seed(0)
-model = importlib.import_module("chapters.01_gan_int_cls.model")
+from chapters.ch1_gan_int_cls import model
 GLOBAL_BATCH, SIZE, TEXT, NOISE = 8, 32, 32, 16
 
 rng = np.random.default_rng(0)

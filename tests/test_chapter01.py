@@ -1,7 +1,6 @@
 """Chapter 1 (GAN-INT-CLS): parameter counts, the losses, and every entry point end to end."""
 
 import glob
-import importlib
 import json
 import os
 import signal
@@ -15,9 +14,9 @@ import tensorflow as tf
 
 from conftest import ROOT, run_chapter, smoke_args as common
 
-model = importlib.import_module("chapters.01_gan_int_cls.model")
-profiles = importlib.import_module("chapters.01_gan_int_cls.profiles")
-CHAPTER = "01_gan_int_cls"
+from chapters.ch1_gan_int_cls import model
+from chapters.ch1_gan_int_cls import profiles
+CHAPTER = "ch1_gan_int_cls"
 
 
 def trainable(network):
@@ -192,9 +191,9 @@ def test_missing_data_folder_and_run_folder_of_another_chapter(workspace):
     assert missing.returncode == 2 and "nowhere" in missing.stderr
     foreign = workspace / "foreign"
     foreign.mkdir()
-    (foreign / "config.json").write_text(json.dumps({"chapter": "02_stackgan"}))
+    (foreign / "config.json").write_text(json.dumps({"chapter": "ch2_stackgan"}))
     result = run_chapter(CHAPTER, "train", *common(workspace, foreign))
-    assert result.returncode == 2 and "belongs to '02_stackgan'" in result.stderr
+    assert result.returncode == 2 and "belongs to 'ch2_stackgan'" in result.stderr
 
 
 def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(smoke_run, workspace):

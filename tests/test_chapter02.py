@@ -1,6 +1,5 @@
 """Chapter 2 (StackGAN++ and StackGAN-v1): parameter counts, CA and the losses, every entry point end to end."""
 
-import importlib
 import json
 
 import numpy as np
@@ -9,11 +8,11 @@ import tensorflow as tf
 
 from conftest import run_chapter, smoke_args as common, tensorboard_tags as tags_of
 
-model = importlib.import_module("chapters.02_stackgan.model")
-profiles = importlib.import_module("chapters.02_stackgan.profiles")
-from t2igan import stages  # noqa: E402
+from chapters.ch2_stackgan import model
+from chapters.ch2_stackgan import profiles
+from chapters.ch2_stackgan import stages  # noqa: E402
 
-CHAPTER = "02_stackgan"
+CHAPTER = "ch2_stackgan"
 
 
 def trainable(network):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from conftest import run_chapter, smoke_args as common, tensorboard_tags as tags_of
 
-CHAPTER = "03_attngan"
+CHAPTER = "ch3_attngan"
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,13 @@
 """Chapter 3 (AttnGAN + DAMSM) networks and losses: parameter counts, DAMSM losses by hand, attention
 masking (and the official mask bug), the text encoder's padding behaviour, one training step each."""
 
-import importlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-model = importlib.import_module("chapters.03_attngan.model")
-from t2igan import stages  # noqa: E402
+from chapters.ch3_attngan import model
+from chapters.ch2_stackgan import stages  # noqa: E402
 
 
 def trainable(network):

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import run_chapter, smoke_args as common, tensorboard_tags as tags_of
 
-CHAPTER = "04_dfgan_ratgan"
+CHAPTER = "ch4_dfgan_ratgan"
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 MA-GP by hand, identity/zero-gate initialisation, the soft-threshold attention bounds, one training step
 of each variant."""
 
-import importlib
 import math
 
 import keras
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-model = importlib.import_module("chapters.04_dfgan_ratgan.model")
+from chapters.ch4_dfgan_ratgan import model
 
 
 def trainable(network):

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_chapter, smoke_args as common, tensorboard_tags as tags_of
 
-CHAPTER = "05_vlmgan"
+CHAPTER = "ch5_vlmgan"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_sample(dfgan_run, workspace):
 
 def test_vlms_scores_a_chapter_4_run_with_this_runs_vlm(dfgan_run, workspace):
     other = workspace / "ch4-dfgan"
-    trained = run_chapter("04_dfgan_ratgan", "train", *common(workspace, other, "--variant=dfgan"), "--epochs=1",
+    trained = run_chapter("ch4_dfgan_ratgan", "train", *common(workspace, other, "--variant=dfgan"), "--epochs=1",
                           f"--set=damsm_dir={dfgan_run / 'text_encoder'}")
     assert trained.returncode == 0, trained.stderr[-3000:]
     scored = run_chapter(CHAPTER, "vlms", *common(workspace, dfgan_run, "--variant=dfgan"), f"--score_run={other}",

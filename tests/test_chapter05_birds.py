@@ -5,7 +5,7 @@ import json
 
 from conftest import run_chapter
 
-CHAPTER = "05_vlmgan"
+CHAPTER = "ch5_vlmgan"
 
 
 def test_birds_mini_both_variants_one_on_two_replicas(shared_data, tmp_path):

@@ -2,16 +2,15 @@
 against numpy, the MSB (a numpy forward, masked pooling, parameter count), VLM pretraining, the plug-in on
 chapter 3's AttnGAN and chapter 4's DF-GAN (reduces exactly to the baselines at λ = 0), VLMS."""
 
-import importlib
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-model = importlib.import_module("chapters.05_vlmgan.model")
-attngan = importlib.import_module("chapters.03_attngan.model")
-dfgan = importlib.import_module("chapters.04_dfgan_ratgan.model")
+from chapters.ch5_vlmgan import model
+from chapters.ch3_attngan import model as attngan
+from chapters.ch4_dfgan_ratgan import model as dfgan
 
 
 def softmax(x, axis):
@@ -366,7 +365,7 @@ def test_plugin_step_and_exact_reduction_to_the_baseline(variant):
     assert any(not np.array_equal(a, b) for a, b in zip(start[0], g0.get_weights()))
     for a, b in zip(g0.get_weights() + d0.get_weights(), g_off.get_weights() + d_off.get_weights()):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-    extra, logs = off.generator_extra_loss(generated(off, variant, batch), batch)
+    extra, logs = off.vlm_terms(generated(off, variant, batch), batch)
     assert logs == {} and np.all(extra.numpy() == 0.0)
 
     # λ > 0: finite logs for every VLM/VVM tag, the VLM untouched, G and D trained.
@@ -384,7 +383,7 @@ def test_plugin_step_and_exact_reduction_to_the_baseline(variant):
 
     # The extra loss is λ2·L_VLM + λ1·L_VVM, and its gradient reaches the generator.
     with tf.GradientTape() as tape:
-        extra, logs = on.generator_extra_loss(generated(on, variant, batch), batch)
+        extra, logs = on.vlm_terms(generated(on, variant, batch), batch)
         loss = tf.reduce_mean(extra)
     np.testing.assert_allclose(extra.numpy(), on.vlm_weight * logs["vlm"].numpy() + logs["vvm"].numpy(), rtol=1e-5)
     components = sum(logs[f"vvm_{k}"].numpy() for k in ("global", "local", "general"))

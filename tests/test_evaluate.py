@@ -1,4 +1,4 @@
-"""``python -m t2igan.evaluate`` (``make eval``) on two image folders: protocol card, values, cached statistics."""
+"""``python -m t2igan.evaluate_folders`` (``make eval``) on two image folders: protocol card, values, cached statistics."""
 
 import json
 import os
@@ -14,7 +14,7 @@ from conftest import ROOT
 
 def evaluate(*args):
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "t2igan.evaluate", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "t2igan.evaluate_folders", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env=environment)
 
 

@@ -1,4 +1,4 @@
-"""The official AttnGAN checkpoints (``t2igan.official``, ``chapters/03_attngan/official.py``).
+"""The official AttnGAN checkpoints (``official.py``, ``chapters/ch3_attngan/official.py``).
 
 Without torch: synthetic state dicts with the official names and shapes (written out here from the official
 architecture, not from our networks) load with every key used, wrong files give clear errors, and the
@@ -8,7 +8,6 @@ padding-including average pool, the bilinear resize, the generator's CA and stag
 same outputs on the same random weights.
 """
 
-import importlib
 import json
 import os
 import sys
@@ -17,12 +16,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from t2igan import damsm, official
+from chapters.ch3_attngan import damsm
+from chapters.ch3_attngan import official
 from t2igan.errors import UserError
 
-attngan = importlib.import_module("chapters.03_attngan.official")
-model = importlib.import_module("chapters.03_attngan.model")
-profiles = importlib.import_module("chapters.03_attngan.profiles")
+from chapters.ch3_attngan import official as attngan
+from chapters.ch3_attngan import model
+from chapters.ch3_attngan import profiles
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.environ.get("T2IGAN_SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"))
 BIRDS_WORDS = 5450
@@ -143,7 +143,7 @@ def test_read_state_dict_strips_dataparallel_and_names_the_fix_without_torch(tmp
         official.read_state_dict(str(pth))
     message = str(error.value)
     assert "text_encoder200.pth" in message and "pip install torch" in message
-    assert "python -m t2igan.official convert text_encoder200.pth text_encoder200.npz" in message
+    assert "python -m t2igan.torch_weights convert text_encoder200.pth text_encoder200.npz" in message
     with pytest.raises(FileNotFoundError, match="AttnGAN"):
         official.read_state_dict(str(tmp_path / "missing.pth"))
 
@@ -421,7 +421,7 @@ def test_generator_ca_and_first_fc_equal_the_official_formula(generator):
 
 def stages_glu(generator, code):
     """Our stage-1 fc → BN → GLU → (B, 4, 4, C), as ``AttnGanGenerator.call`` computes it."""
-    from t2igan.stages import glu
+    from chapters.ch2_stackgan.stages import glu
 
     h = glu(generator.fc_norm(generator.fc(code), training=False))
     return tf.reshape(h, [-1, 4, 4, generator.start_width]).numpy()

@@ -25,6 +25,7 @@ from absl import logging
 from PIL import Image
 
 from t2igan.data.records import DatasetIndex, Example
+from t2igan.data.splits import Candidate, assemble_split, read_text_lines
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _REQUIRED_ENTRIES = ("images/", "captions/", "train.txt", "test.txt")
@@ -39,21 +40,6 @@ def check_key(key: str, source: str) -> str:
             "without '..', empty parts, backslashes or surrounding spaces."
         )
     return key
-
-
-def read_text_lines(path: str) -> list[str]:
-    """Non-empty, stripped lines of a UTF-8 text file (a leading BOM is dropped)."""
-    with open(path, "rb") as file:
-        raw = file.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{path} is not valid UTF-8 (byte {error.start}: {raw[error.start:error.start + 4]!r}); "
-            "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
-        ) from None
-    text = text.removeprefix("\ufeff")
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def describe_folder(folder: str, limit: int = 25) -> str:
@@ -93,7 +79,6 @@ def load_custom(folder: str) -> DatasetIndex:
     warning and counted in ``meta["no_captions"]``.
     """
     # Imported here: loaders imports this module.
-    from t2igan.data.loaders import assemble_split, Candidate
 
     root = os.path.abspath(folder)
     if not os.path.isdir(root):

@@ -24,6 +24,10 @@ The custom layout (documented for users in ``datasets/README.md``)::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
+import os
 from typing import Any
 
 
@@ -67,3 +71,27 @@ class DatasetIndex:
         if name not in ("train", "test"):
             raise ValueError(f"Unknown split {name!r}; expected 'train' or 'test'.")
         return self.train if name == "train" else self.test
+
+
+def caption_fingerprint(index: DatasetIndex) -> str:
+    """Identifies the captions a pretrained text encoder and its stored embeddings belong to (a regenerated
+    data set differs)."""
+    digest = hashlib.sha256()
+    for split in ("train", "test"):
+        for example in index.split(split):
+            digest.update(example.key.encode() + b"\0" + "\n".join(example.captions).encode() + b"\1")
+    return digest.hexdigest()[:16]
+
+
+def check_fingerprint(folder: str, index: DatasetIndex) -> None:
+    """Refuse a pretrained encoder folder (its ``complete.json``) made from other captions than ``index``'s."""
+    from t2igan.errors import UserError
+
+    with open(os.path.join(folder, "complete.json"), encoding="utf-8") as file:
+        stored = json.load(file).get("data_fingerprint")
+    if stored is None:
+        logging.getLogger("absl").warning("%s records no data fingerprint; cannot check that it matches the data set.", folder)
+    elif stored != caption_fingerprint(index):
+        raise UserError(f"The data set's captions changed since the text encoder in {folder} was trained, "
+                        "so its stored caption embeddings no longer match. Use a new RUN_DIR (or delete that "
+                        "text_encoder folder and the checkpoints to start over).")

@@ -17,7 +17,7 @@ The same builder gives torchvision's ``Inception3`` (``variant="torchvision"``):
 names, but every average pool *includes* the padding (``avg_pool2d(3, 1, padding=1)``'s default
 ``count_include_pad=True``) and Mixed_7c averages like Mixed_7b; it returns the Mixed_6e and Mixed_7c maps.
 AttnGAN's DAMSM image encoder (``CNN_ENCODER``) is built on it, so its released weights load exactly
-(``t2igan.damsm.DamsmImageEncoder(backbone="inception_torchvision")``, ``t2igan.official``).
+(``chapters.ch3_attngan.damsm.DamsmImageEncoder(backbone="inception_torchvision")``, chapter 3's ``official.py``).
 
 Nothing here downloads: a missing file raises an error that says what to fetch and where.
 """
@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from t2igan.official import conv_kernel, read_state_dict, sha256  # noqa: F401  (read_state_dict: kept importable from here)
+from t2igan.torch_weights import conv_kernel, read_state_dict, sha256  # noqa: F401  (read_state_dict: kept importable from here)
 
 FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_NAME
@@ -45,7 +45,7 @@ def missing_weights_message(extractor: str, path: str | None) -> str:
     if extractor == "torchvision":
         return (where + f"torchvision's ImageNet Inception-v3 weights are never downloaded at run time. Download "
                 f"{TORCHVISION_WEIGHTS_URL} (the file AttnGAN's DAMSM starts from) and pass its path (reading a .pth "
-                "needs `pip install torch`, or convert it once: python -m t2igan.official convert PATH.pth OUT.npz).")
+                "needs `pip install torch`, or convert it once: python -m t2igan.torch_weights convert PATH.pth OUT.npz).")
     if extractor == "tf-fid":
         return (where + "The FID Inception weights are not bundled and never downloaded at run time. Download "
                 f"{FID_WEIGHTS_URL} (95.6 MB; by torch-hub convention its SHA-256 begins with 6726825d), then either "

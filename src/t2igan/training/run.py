@@ -23,6 +23,17 @@ import tensorflow as tf
 from absl import logging
 
 
+#: Run folders written before the chapters were renamed record the old package names.
+LEGACY_CHAPTER_NAMES = {"01_gan_int_cls": "ch1_gan_int_cls", "02_stackgan": "ch2_stackgan", "03_attngan": "ch3_attngan",
+                        "04_dfgan_ratgan": "ch4_dfgan_ratgan", "05_vlmgan": "ch5_vlmgan"}
+
+
+def owner_of(config: dict[str, Any]) -> str | None:
+    """The chapter package that wrote a run's ``config.json`` (old names mapped to today's)."""
+    owner = config.get("chapter")
+    return LEGACY_CHAPTER_NAMES.get(owner, owner)
+
+
 class RunDirectory:
     def __init__(self, path: str, chapter: str):
         self.path = path
@@ -50,7 +61,7 @@ class RunDirectory:
     def check_owner(self) -> dict[str, Any] | None:
         """Refuse a run folder written by another chapter or for another data set."""
         config = self.existing_config()
-        if config is not None and config.get("chapter") != self.chapter:
+        if config is not None and owner_of(config) != self.chapter:
             raise ValueError(
                 f"The run folder {self.path} belongs to {config.get('chapter')!r}, not {self.chapter!r}. "
                 "Choose another RUN_DIR (or delete that folder to start over)."

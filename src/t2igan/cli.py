@@ -1,0 +1,82 @@
+"""The command line every chapter shares: its flags, parsed once into a plain options object, and errors.
+
+A chapter's ``__main__`` (the entry module) defines its own flags with ``absl.flags`` and calls
+:func:`run_commands` with its commands; each command receives the :func:`options` object and passes
+plain values on. Nothing below the entry modules reads ``FLAGS`` (``tests/test_structure.py`` checks it).
+Users meet this as ``make chapterN-<command> DATASET=... PROFILE=... RUN_DIR=... ARGS=...``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from typing import Callable
+
+from absl import app, flags, logging
+
+from t2igan.config import PROFILE_NAMES
+from t2igan.errors import UserError  # noqa: F401  (re-exported for entry modules)
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("dataset", "shapes", "Data set: shapes, shapes-pairs, birds, flowers, coco, or a folder in the custom layout.")
+flags.DEFINE_enum("profile", "course", PROFILE_NAMES, "smoke: seconds (tests); course: ≤ 20 min on a 2-core CPU; paper: the official configuration (GPUs).")
+flags.DEFINE_string("run_dir", None, "Run folder (config, checkpoints, logs, samples, metrics). Default: runs/<chapter>-<dataset>-<profile>.")
+flags.DEFINE_string("data_dir", None, "Folder of a real data set (default: data/<dataset>).")
+flags.DEFINE_string("data_root", "data", "Where generated data sets and caches are kept.")
+flags.DEFINE_string("metadata_dir", None, "Folder with official metadata (e.g. AttnGAN's captions.pickle, for the official vocabulary).")
+flags.DEFINE_multi_string("set", [], "Override a profile setting: --set batch_size=32 --set image_size=32 (repeatable).")
+flags.DEFINE_integer("epochs", None, "Override the profile's number of epochs.")
+flags.DEFINE_integer("seed", 0, "Random seed of the run (data order, initialisation, noise).")
+flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices and train with MirroredStrategy over them.")
+flags.DEFINE_enum("distribution", "auto", ["auto", "default", "mirrored", "multiworker"], "tf.distribute strategy (auto: TF_CONFIG → multi-worker, GPUs → mirrored, else one device).")
+flags.DEFINE_bool("mixed_precision", False, "Train with mixed_float16 (GPUs).")
+flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_string("text", None, "Sampling: the caption to draw.")
+flags.DEFINE_integer("n", 8, "Sampling: number of images (different noise each).")
+flags.DEFINE_integer("sample_seed", 0, "Sampling / evaluation: noise seed.")
+flags.DEFINE_string("output", None, "Sampling: PNG path (default: <run_dir>/samples/sample-….png).")
+flags.DEFINE_integer("eval_samples", 0, "Evaluation: number of generated images (0: every test caption once).")
+flags.DEFINE_bool("traceback", False, "Show the Python traceback of a user error.")
+
+
+def options() -> types.SimpleNamespace:
+    """Every flag's value (the shared ones above and the entry module's own) as one plain object."""
+    return types.SimpleNamespace(**FLAGS.flag_values_dict())
+
+
+def fit_verbosity() -> int:
+    """Keras' progress bar on a terminal, one line per epoch in logs and CI."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def run_commands(commands: dict[str, Callable[[types.SimpleNamespace], None]], usage: str) -> None:
+    """absl entry point: ``python -m chapters.chN_name <command> --flags``; ``commands[name](options)``."""
+
+    def main(argv):
+        if len(argv) != 2 or argv[1] not in commands:
+            given = " ".join(argv[1:]) or "nothing"
+            print(f"error: expected one command of: {', '.join(commands)} (got {given}).\n\n{usage}", file=sys.stderr)
+            sys.exit(2)
+        started = time.time()
+        values = options()
+        try:
+            commands[argv[1]](values)
+        except (ValueError, FileNotFoundError, RuntimeError) as error:
+            from t2igan.training.run import NonFiniteLossError
+
+            if values.traceback or not _is_user_error(error):
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(3 if isinstance(error, NonFiniteLossError) else 2)
+        logging.info("%s finished in %.1f s.", argv[1], time.time() - started)
+
+    app.run(main)
+
+
+def _is_user_error(error: Exception) -> bool:
+    """Errors whose message we wrote for the user; anything from TensorFlow's internals keeps its traceback."""
+    from t2igan.training.run import NonFiniteLossError
+
+    return isinstance(error, (UserError, FileNotFoundError, NonFiniteLossError)) or type(error) is ValueError

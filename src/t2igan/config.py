@@ -1,0 +1,90 @@
+"""A run's configuration: shared settings, a chapter's profile, its per-data-set lines, then the user's ``--set``.
+
+A profile is a plain dict of settings (``chapters/chN_*/profiles.py``). :func:`resolve_config` returns a
+:class:`Config`: the dict written to ``config.json``, which also remembers which keys the user set, so
+that a variant's own settings apply unless the user gave the same key (nothing re-reads the flags).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+from t2igan.errors import UserError
+
+PROFILE_NAMES = ("smoke", "course", "paper")
+
+# Settings every chapter has (a chapter's profile may override them): the in-training metrics
+# (t2igan.training.callbacks.PeriodicMetrics) and the Inception weights for FID/IS on real data sets.
+SHARED_SETTINGS = {
+    "smoke": dict(metrics_every_epochs=0, metrics_samples=32),   # tests turn it on where they check it
+    "course": dict(metrics_every_epochs=5, metrics_samples=256),
+    "paper": dict(metrics_every_epochs=10, metrics_samples=5000),
+}
+INCEPTION_SETTINGS = dict(fid_weights="", fid_extractor="tf-fid")
+
+
+class Config(dict):
+    """The resolved settings (a dict, as stored in ``config.json``) and ``user_set``: the keys given with ``--set``."""
+
+    def __init__(self, *args, user_set: frozenset[str] = frozenset(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user_set = frozenset(user_set)
+
+    def apply_defaults(self, settings: dict[str, Any]) -> None:
+        """``settings`` (a variant's own values) override the profile's, except the keys the user set."""
+        self.update({key: value for key, value in settings.items() if key not in self.user_set})
+
+
+def default_run_dir(chapter_number: int, dataset: str, profile: str, suffix: str = "") -> str:
+    """``runs/ch<N>-<dataset>-<profile>[-suffix]`` (a data set given as a folder is named by its last part)."""
+    name = os.path.basename(os.path.normpath(dataset)) if os.path.sep in dataset else dataset
+    return os.path.join("runs", f"ch{chapter_number}-{name}-{profile}" + (f"-{suffix}" if suffix else ""))
+
+
+def _parse_value(key: str, raw: str, current: Any) -> Any:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if current is None or isinstance(value, type(current)):
+        return value
+    if isinstance(current, bool):
+        raise UserError(f"--set {key}={raw}: expected true or false.")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, (list, tuple)) and isinstance(value, list):
+        return value
+    raise UserError(f"--set {key}={raw}: expected a {type(current).__name__} like {json.dumps(current)}.")
+
+
+def resolve_config(profiles: dict[str, dict], profile: str, dataset: str, overrides: list[str], epochs: int | None,
+                   variant_settings: dict[str, Any] | None = None) -> Config:
+    """Shared settings, the profile's, its per-data-set adjustments, a variant's own settings, then the
+    ``--set key=value`` overrides (type-checked against the profile's value) and ``--epochs``."""
+    if profile not in profiles:
+        raise UserError(f"Unknown PROFILE {profile!r}; choose one of {', '.join(profiles)}.")
+    config = {**INCEPTION_SETTINGS, **SHARED_SETTINGS.get(profile, {}), **copy.deepcopy(profiles[profile])}
+    per_dataset = config.pop("datasets", {})
+    family = "shapes" if dataset.startswith("shapes") else dataset
+    config.update(copy.deepcopy(per_dataset.get(family, {})))
+    config.update(copy.deepcopy(variant_settings or {}))
+    user_set = set()
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}.")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in config:
+            raise UserError(f"--set {key}: no such setting. Known settings: {', '.join(sorted(config))}.")
+        config[key] = _parse_value(key, raw, config[key])
+        user_set.add(key)
+    if epochs is not None:
+        if epochs < 1:
+            raise UserError(f"--epochs must be ≥ 1, got {epochs}.")
+        config["epochs"] = epochs
+    config["profile"] = profile
+    config["dataset"] = dataset
+    return Config(config, user_set=frozenset(user_set))

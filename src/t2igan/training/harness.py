@@ -1,0 +1,280 @@
+"""What every chapter's entry module does around its own GAN, as plain functions with explicit arguments.
+
+An entry module (``chapters/chN_*/__main__.py``) reads top to bottom:
+
+    strategy, run, config = start_training(...)      # strategy first: it must precede every TF op
+    index = load_data(config, data_root)
+    ... the chapter's text encoder ...
+    gan, optimizers, checkpointer, initial_epoch = build_for_training(...)
+    dataset = make_dataset(...)                       # t2igan.data.pipeline
+    callbacks = training_callbacks(...) + the chapter's own
+    fit(gan, dataset, ...)
+
+``open_run`` is the same for ``sample`` and ``eval``: the stored ``config.json``, no strategy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable
+
+import numpy as np
+from absl import logging
+
+from t2igan.config import Config, default_run_dir, resolve_config
+from t2igan.errors import UserError
+
+
+def chapter_number(chapter: str) -> int:
+    """``"ch4_dfgan_ratgan"`` → 4."""
+    return int(chapter[2:].split("_", 1)[0])
+
+
+# ---------------------------------------------------------------------------- set-up
+def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None = None,
+                   variant_settings: dict | None = None, adjust: Callable[[Config], None] | None = None):
+    """Strategy (before any other TF op), the resolved config, and the run folder with ``config.json``.
+
+    ``run_dir`` defaults to ``options.run_dir`` or ``runs/chN-<dataset>-<profile>``; ``variant_settings``
+    override the profile except where the user gave ``--set``; ``adjust(config)`` may change the resolved
+    config before it is written. Returns ``(strategy, run, config)``.
+    """
+    from t2igan.training.distribute import make_strategy, worker_run_dir
+    from t2igan.training.run import RunDirectory
+
+    strategy = make_strategy(options.distribution, options.cpu_replicas)
+    run_dir = run_dir or options.run_dir or default_run_dir(chapter_number(chapter), options.dataset, options.profile)
+    run = RunDirectory(worker_run_dir(strategy, run_dir), chapter)
+    config = resolve_config(profiles, options.profile, options.dataset, options.set, options.epochs, variant_settings)
+    config["seed"] = options.seed
+    # Where the data came from, so that sample/eval find it again without the flags.
+    config.update(data_dir=options.data_dir, metadata_dir=options.metadata_dir)
+    if adjust is not None:
+        adjust(config)
+    run.write_config(config)
+    _seed_and_precision(config["seed"], options.mixed_precision)
+    return strategy, run, config
+
+
+def open_run(chapter: str, options, run_dir: str | None = None):
+    """A trained run for ``sample`` / ``eval``: ``(run, config)`` from its ``config.json``; ``--data_dir`` and
+    ``--metadata_dir`` given now take precedence over the stored ones (the data may have moved)."""
+    from t2igan.training.run import RunDirectory
+
+    number = chapter_number(chapter)
+    run_dir = run_dir or options.run_dir or default_run_dir(number, options.dataset, options.profile)
+    run = RunDirectory(run_dir, chapter)
+    config = run.check_owner()
+    if config is None:
+        raise UserError(f"No trained run in {run_dir} (no config.json). "
+                        f"Train first: make chapter{number}-train RUN_DIR={run_dir}")
+    config["data_dir"] = options.data_dir or config.get("data_dir")
+    config["metadata_dir"] = options.metadata_dir or config.get("metadata_dir")
+    _seed_and_precision(config["seed"], options.mixed_precision)
+    return run, config
+
+
+def _seed_and_precision(seed: int, mixed_precision: bool) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def load_data(config: dict, data_root: str, report_missing: bool = True):
+    """The run's data set (``config["dataset"]``, ``data_dir``, ``metadata_dir``) as a DatasetIndex;
+    ``shapes`` is generated on first use with the profile's sizes."""
+    from t2igan.data.loaders import load_dataset
+
+    dataset = config["dataset"]
+    shapes_options = {}
+    if dataset.startswith("shapes"):
+        shapes_options = dict(image_size=config["image_size"], num_train=config.get("shapes_train", 10000),
+                              num_test=config.get("shapes_test", 1000), seed=config.get("shapes_seed", 0),
+                              compositional_split=config.get("shapes_compositional_split", False))
+    index = load_dataset(dataset, data_dir=config.get("data_dir"), data_root=data_root,
+                         metadata_dir=config.get("metadata_dir"), **shapes_options)
+    if report_missing and any(index.missing.values()):
+        print("Missing images (listed in the split files, not found, skipped): "
+              + ", ".join(f"{split} {count}" for split, count in index.missing.items()))
+    return index
+
+
+def image_array(index, config: dict, split: str, data_root: str, image_size: int | None = None) -> np.ndarray:
+    """uint8 images of a split, decoded and resized once into the shared .npy cache under ``data_root``."""
+    from t2igan.data.pipeline import build_image_array, load_size_for
+
+    load_size = load_size_for(image_size or config["image_size"], config["augment"])
+    return build_image_array(index.split(split), load_size, index.crop_to_bbox, os.path.join(data_root, "cache"))
+
+
+def example_class_ids(examples) -> np.ndarray:
+    return np.array([e.class_id for e in examples], np.int32)
+
+
+# --------------------------------------------------------------------------- training
+def adam(config: dict, steps_per_data_epoch: int, rate: float, mixed_precision: bool = False):
+    """The profile's Adam (β1, β2; a staircase decay every ``learning_rate_decay_every_epochs`` when set)."""
+    import keras
+
+    decay_epochs = config.get("learning_rate_decay_every_epochs", 0)
+    if decay_epochs:
+        rate = keras.optimizers.schedules.ExponentialDecay(
+            rate, decay_epochs * steps_per_data_epoch, config["learning_rate_decay"], staircase=True)
+    optimizer = keras.optimizers.Adam(rate, beta_1=config["beta_1"], beta_2=config.get("beta_2", 0.999), epsilon=1e-8)
+    if mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def build_for_training(strategy, run, config: dict, build: Callable, steps_per_data_epoch: int, *,
+                       jit_compile: bool = False, mixed_precision: bool = False, folder: str | None = None):
+    """Build the GAN and its two Adams in the strategy scope, then restore the last checkpoint.
+
+    Returns ``(gan, optimizers, checkpointer, initial_epoch)``; ``folder`` overrides ``run.checkpoints``.
+    """
+    from t2igan.training.run import Checkpointer
+
+    with strategy.scope():
+        gan = build()
+        optimizers = {name: adam(config, steps_per_data_epoch, config[f"learning_rate_{name}"], mixed_precision)
+                      for name in ("generator", "discriminator")}
+        gan.compile(optimizers["generator"], optimizers["discriminator"], jit_compile=jit_compile)
+        gan.build_optimizers()
+    objects = dict(generator=gan.generator, discriminator=gan.discriminator,
+                   generator_optimizer=optimizers["generator"], discriminator_optimizer=optimizers["discriminator"])
+    if gan.ema_generator is not None:
+        objects["ema_generator"] = gan.ema_generator
+    checkpointer = Checkpointer(folder or run.checkpoints, max_to_keep=config["checkpoint_keep"], **objects)
+    return gan, optimizers, checkpointer, checkpointer.restore()
+
+
+def already_trained(where: str, epochs: int, initial_epoch: int) -> bool:
+    if initial_epoch >= epochs:
+        print(f"{where} already trained for {initial_epoch} epochs (asked for {epochs}). "
+              "Pass --epochs=N to train longer, or use another RUN_DIR.")
+        return True
+    return False
+
+
+class TrainingCallbacks(list):
+    """The callbacks every chapter trains with (a list), with the summary ``writer`` the chapter's own
+    callbacks write to, and the NaN guard :func:`fit` consults."""
+
+    def __init__(self, callbacks, writer, nan_guard, samples: str, phase: str):
+        super().__init__(callbacks)
+        self.writer, self.nan_guard, self.samples, self.phase = writer, nan_guard, samples, phase
+
+
+def training_callbacks(run, config: dict, gan, checkpointer, optimizers: dict, render: Callable[[], np.ndarray],
+                       grid_captions: list[str], phase: str = "") -> TrainingCallbacks:
+    """NaN guard, checkpoint each epoch, TensorBoard scalars, the fixed sample grid (``render()`` → (rows,
+    columns, H, W, 3)). ``phase`` names one of several trainings of a run (StackGAN-v1's ``stage1``): its
+    logs and samples are kept apart."""
+    import tensorflow as tf
+
+    from t2igan.training import callbacks as cb
+
+    suffix = f"-{phase}" if phase else ""
+    writer = tf.summary.create_file_writer(os.path.join(run.logs, "train" + suffix))
+    samples = os.path.join(run.samples, phase) if phase else run.samples
+    nan_guard = cb.StopOnNonFinite()
+    callbacks = [
+        nan_guard,
+        cb.CheckpointEachEpoch(checkpointer, nan_guard, lambda: gan.generator.weights + gan.discriminator.weights),
+        cb.TensorBoardLogger(writer, gan.metric_tags, optimizers, config["log_every_steps"]),
+        cb.SampleGrid(render, grid_captions, samples, writer, config["sample_every_epochs"]),
+    ]
+    return TrainingCallbacks(callbacks, writer, nan_guard, samples, phase)
+
+
+def metrics_callback(config: dict, index, data_root: str, generate: Callable, noise_dim: int, writer,
+                     extra: Callable | None = None):
+    """The in-training metrics every ``metrics_every_epochs`` (None when off or nothing to measure).
+
+    ``generate(example_indices, caption_indices, noise)`` is the eval's; ``extra(plan, images)`` adds the
+    chapter's own (R-precision); the oracle / Inception metrics come from :class:`t2igan.scoring.Scorer`.
+    """
+    from t2igan.scoring import Scorer, caption_plan, generate_for
+    from t2igan.training.callbacks import PeriodicMetrics
+
+    every = config.get("metrics_every_epochs", 0)
+    if every <= 0:
+        return None
+    scorer = Scorer(config, index, lambda: image_array(index, config, "test", data_root), os.path.join(data_root, "cache"))
+    if scorer.kind is None and extra is None:
+        logging.info("In-training metrics off: no oracle for %s and no fid_weights (docs/metrics.md).", index.name)
+        return None
+    # A fixed plan and fixed noise (seed 1234, as the sample grid): the curve shows training, not sampling.
+    plan = caption_plan(index.test, config["metrics_samples"], seed=1234)
+
+    def measure():
+        images = generate_for(plan, generate, noise_dim, seed=1234)
+        results, _ = scorer.score(plan, images)
+        if extra is not None:
+            results.update(extra(plan, images)[0])
+        return {key.replace("oracle_accuracy/", "oracle_accuracy_"): value for key, value in results.items()}
+
+    return PeriodicMetrics(measure, writer, every)
+
+
+def fit(gan, dataset, run, config: dict, strategy, callbacks: TrainingCallbacks, *, steps_per_epoch: int,
+        initial_epoch: int, timer, title: str) -> None:
+    """``gan.fit`` with ``callbacks``; raises the NaN guard's error; records the summary in metrics.json."""
+    from t2igan.cli import fit_verbosity
+
+    metrics = next((c for c in callbacks if type(c).__name__ == "PeriodicMetrics"), None)
+    logging.info("Training %s: epochs %d → %d, %d steps each, global batch %d, %d replica(s).", title,
+                 initial_epoch, config["epochs"], steps_per_epoch, config["batch_size"], strategy.num_replicas_in_sync)
+    history = gan.fit(dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                      callbacks=list(callbacks), verbose=fit_verbosity())
+    if callbacks.nan_guard.error is not None:
+        raise callbacks.nan_guard.error
+    final = {key: float(values[-1]) for key, values in history.history.items()}
+    steps = int(gan.generator_optimizer.iterations.numpy())
+    summary = {"epochs": config["epochs"], "steps": steps, "seconds_this_session": round(timer.elapsed(), 1), "final": final}
+    if metrics is not None and metrics.history:
+        summary["metrics_during_training"] = metrics.history
+    run.update_metrics("train" + (f"_{callbacks.phase}" if callbacks.phase else ""), summary)
+    print(f"Trained to epoch {config['epochs']} in {timer.elapsed():.0f} s. "
+          f"Samples: {callbacks.samples}  TensorBoard: make tensorboard")
+
+
+# ------------------------------------------------------------------ sample and eval
+def restore_generator(run, gan, folder: str | None = None, train_command: str | None = None):
+    """Load the generator (and its EMA) of the last checkpoint in ``folder`` (``run.checkpoints``) into ``gan``."""
+    from t2igan.training.run import Checkpointer
+
+    folder = folder or run.checkpoints
+    objects = dict(generator=gan.generator)
+    if gan.ema_generator is not None:
+        objects["ema_generator"] = gan.ema_generator
+    if Checkpointer(folder, **objects).restore() == 0:
+        command = train_command or f"make chapter{chapter_number(run.chapter)}-train"
+        raise UserError(f"No checkpoint in {folder}. Train first: {command} RUN_DIR={run.path}")
+    return gan
+
+
+def check_sample_count(n: int) -> None:
+    if n < 1:
+        raise UserError(f"N must be ≥ 1, got {n}.")
+
+
+def sample_noise(rows: int, noise_dim: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, noise_dim)).astype(np.float32)
+
+
+def sample_path(run, text: str | None, seed: int, output: str | None = None) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", (text or "").lower()).strip("-")[:60]
+    return output or os.path.join(run.samples, f"sample-{slug}-seed{seed}.png")
+
+
+def save_sample_grid(images: np.ndarray, path: str) -> str:
+    """One row of samples (B, H, W, 3) in [-1, 1] (or rows × columns) as a PNG; prints and returns the path."""
+    from t2igan.sampling import make_grid, save_png
+
+    save_png(make_grid(images if images.ndim == 5 else images[None]), path, scale=2)
+    print(path)
+    return path

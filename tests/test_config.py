@@ -1,0 +1,117 @@
+"""Profiles, overrides and the run folder: the errors users meet first."""
+
+import json
+
+import numpy as np
+import pytest
+
+from t2igan.config import resolve_config
+from t2igan.errors import UserError
+from t2igan.training.run import Checkpointer, NonFiniteLossError, RunDirectory
+
+PROFILES = {"course": {"batch_size": 64, "learning_rate": 2e-4, "augment": True, "widths": [1, 2],
+                       "datasets": {"shapes": {"augment": False}}}}
+
+
+def test_profile_dataset_adjustments_and_typed_overrides():
+    config = resolve_config(PROFILES, "course", "shapes-pairs", ["batch_size=32", "learning_rate=1", "widths=[3,4]"], 5)
+    assert config["augment"] is False  # per-data-set adjustment for the shapes family
+    assert config["batch_size"] == 32 and config["learning_rate"] == 1.0 and config["widths"] == [3, 4]
+    assert config["epochs"] == 5 and config["profile"] == "course" and config["dataset"] == "shapes-pairs"
+    assert resolve_config(PROFILES, "course", "birds", [], None)["augment"] is True
+
+
+@pytest.mark.parametrize("override, message", [
+    ("batch_size=big", "expected a int"),
+    ("augment=1", "true or false"),
+    ("colour=red", "no such setting"),
+    ("batch_size", "key=value"),
+])
+def test_bad_overrides_name_the_setting(override, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config(PROFILES, "course", "shapes", [override], None)
+
+
+def test_unknown_profile_and_bad_epochs():
+    with pytest.raises(UserError, match="Unknown PROFILE"):
+        resolve_config(PROFILES, "huge", "shapes", [], None)
+    with pytest.raises(UserError, match="epochs"):
+        resolve_config(PROFILES, "course", "shapes", [], 0)
+
+
+def test_run_folder_belongs_to_one_chapter_and_data_set(tmp_path):
+    run = RunDirectory(str(tmp_path / "run"), "ch1_gan_int_cls")
+    run.write_config({"dataset": "shapes", "image_size": 32, "profile": "course"})
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["chapter"] == "ch1_gan_int_cls"
+    with pytest.raises(ValueError, match="dataset='shapes'"):
+        run.write_config({"dataset": "birds", "image_size": 32, "profile": "course"})
+    with pytest.raises(ValueError, match="belongs to 'ch1_gan_int_cls'"):
+        RunDirectory(str(tmp_path / "run"), "ch2_stackgan").check_owner()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        RunDirectory(str(tmp_path / "broken"), "ch1_gan_int_cls").check_owner()
+
+
+def test_checkpointer_never_saves_non_finite_weights(tmp_path):
+    import tensorflow as tf
+
+    weight = tf.Variable(np.ones(3, np.float32))
+    checkpointer = Checkpointer(str(tmp_path), weight=weight)
+    checkpointer.save(1, [weight])
+    weight.assign([1.0, np.nan, 1.0])
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        checkpointer.save(2, [weight])
+    assert checkpointer.manager.latest_checkpoint.endswith("ckpt-1")
+    weight.assign([5.0, 5.0, 5.0])
+    assert Checkpointer(str(tmp_path), weight=weight).restore() == 1
+    np.testing.assert_array_equal(weight.numpy(), [1.0, 1.0, 1.0])
+
+
+def test_checkpoints_keep_layers_held_in_lists_and_optimizer_state(tmp_path):
+    """Keras 3 layers kept in Python lists are invisible to tf.train.Checkpoint's own tracking;
+    a restored network must nevertheless reproduce the saved one's outputs exactly."""
+    import keras
+    import tensorflow as tf
+
+    class Stack(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.blocks = [keras.layers.Dense(4), keras.layers.BatchNormalization(), keras.layers.Dense(2)]
+
+        def call(self, x, training=False):
+            for block in self.blocks:
+                x = block(x, training=training)
+            return x
+
+    def build():
+        network = Stack()
+        network(tf.zeros((1, 3)))
+        optimizer = keras.optimizers.Adam(0.1)
+        optimizer.build(network.trainable_variables)
+        return network, optimizer
+
+    network, optimizer = build()
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(network(tf.ones((2, 3)), training=True) ** 2)
+    optimizer.apply_gradients(zip(tape.gradient(loss, network.trainable_variables), network.trainable_variables))
+    Checkpointer(str(tmp_path), network=network, optimizer=optimizer).save(1, network.weights)
+
+    restored, restored_optimizer = build()
+    assert Checkpointer(str(tmp_path), network=restored, optimizer=restored_optimizer).restore() == 1
+    inputs = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(restored(inputs).numpy(), network(inputs).numpy())
+    for saved, loaded in zip(optimizer.variables, restored_optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(loaded), np.asarray(saved))
+    only_network, _ = build()
+    assert Checkpointer(str(tmp_path), network=only_network).restore() == 1  # partial restore (sampling)
+
+    class Wider(Stack):
+        def __init__(self):
+            super().__init__()
+            self.blocks[0] = keras.layers.Dense(8)
+
+    wider = Wider()
+    wider(tf.zeros((1, 3)))
+    with pytest.raises(ValueError, match="does not fit"):
+        Checkpointer(str(tmp_path), network=wider).restore()

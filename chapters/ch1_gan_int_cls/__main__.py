@@ -17,6 +17,7 @@ from chapters.ch1_gan_int_cls.sample import sample_captions
 from t2igan import cli
 from t2igan.training import harness
 
+flags.adopt_module_key_flags(cli)  # the shared flags appear in --help too
 CHAPTER = "ch1_gan_int_cls"
 flags.DEFINE_string("interpolate_to", None, "sample: a second caption; the grid then interpolates between the two (GAN-INT).")
 

@@ -26,8 +26,8 @@ LEAK = 0.2  # LeakyReLU slope in Reed's code (Keras' default is 0.3)
 # ---------------------------------------------------------------------------
 # 1. Text encoder φ(t): Reed's char-CNN-RNN, pretrained with DS-SJE
 # ---------------------------------------------------------------------------
-# StackGAN (chapter 2) conditions on the same embeddings, so the encoder lives in
-# the shared core: read ``src/t2igan/char_cnn_rnn.py`` now. In short:
+# It has its own file, ``char_cnn_rnn.py`` beside this one (StackGAN, chapter 2, imports it for the
+# same embeddings): read it now. In short:
 #   CharCnnRnn    one-hot characters → 3 × Conv1D (+ 2 max-pools) → GRU → mean → Linear → φ(t)
 #   ImageEncoder  the image side θ(v) of the joint embedding (Reed: fixed GoogLeNet features)
 #   ds_sje_loss   hinge on F(v, t) = ⟨θ(v), φ(t)⟩ against other-class pairs, both directions

@@ -27,6 +27,7 @@ from t2igan.errors import UserError
 from t2igan.sampling import stages_side_by_side
 from t2igan.training import harness
 
+flags.adopt_module_key_flags(cli)  # the shared flags appear in --help too
 CHAPTER = "ch2_stackgan"
 flags.DEFINE_enum("variant", "v2", ["v2", "v1"], "v2: StackGAN++ (joint tree); v1: StackGAN-v1 (stage I, then stage II).")
 flags.DEFINE_string("interpolate_to", None, "sample: a second caption; the grid then interpolates between the two (GAN-INT).")

@@ -22,6 +22,7 @@ from t2igan.errors import UserError
 from t2igan.sampling import stages_side_by_side
 from t2igan.training import harness
 
+flags.adopt_module_key_flags(cli)  # the shared flags appear in --help too
 CHAPTER = "ch3_attngan"
 flags.DEFINE_bool("attention", False, "sample: also write the attention map of every word (ATTN=1).")
 flags.DEFINE_string("generator", None, "import: the official AttnGAN generator (bird_AttnGAN2.pth, coco_AttnGAN2.pth, or .npz).")

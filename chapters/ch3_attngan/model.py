@@ -2,8 +2,8 @@
 
 Read top to bottom beside the paper and the README:
 
-1–3. DAMSM, in ``chapters.ch3_attngan.damsm`` (chapters 4 and 5 reuse it) and imported here: the text encoder (a
-   bidirectional LSTM: a feature e_t per word and a sentence feature ē, paper §3.3), the image encoder
+1–3. DAMSM, in ``damsm.py`` beside this file (chapters 4 and 5 import it) and imported here: the text
+   encoder (a bidirectional LSTM: a feature e_t per word and a sentence feature ē, paper §3.3), the image encoder
    (Inception-v3 regions v_r and a global code v̄) and the losses (words attend to image regions, R(Q, D)
    scores caption–image pairs, a cross-entropy over the batch matches images and captions, Eq. 7–13);
 4. the attentional generator: StackGAN++'s tree where stages 2 and 3 attend to the words
@@ -11,11 +11,11 @@ Read top to bottom beside the paper and the README:
 5. one discriminator per stage (StackGAN++'s, conditioned on the raw sentence feature) and the
    AttnGAN loss with a mismatched pair (``code/miscc/losses.py``);
 6. the AttnGAN training step: Ds, then G with L_G = L_adv + λ·L_DAMSM + KL;
-7. DAMSM pretraining (``code/pretrain_DAMSM.py``, ``chapters.ch3_attngan.damsm`` section 4), which must run before 6.
+7. DAMSM pretraining (``code/pretrain_DAMSM.py``, ``damsm.py`` section 4), which must run before 6.
 
 Everything follows the official code ``taoxugit/AttnGAN`` where it differs from the paper; the
 differences are marked "official" and listed in the README. Blocks shared with chapter 2 come from
-``chapters.ch2_stackgan.stages``. Official hyperparameters live in ``profiles.py`` (profile ``paper``).
+chapter 2's ``stages.py``. Official hyperparameters live in ``profiles.py`` (profile ``paper``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ NEGATIVE_INFINITY = float("-inf")
 # ---------------------------------------------------------------------------
 # 1–3. DAMSM: the text encoder, the image encoder and their matching losses
 # ---------------------------------------------------------------------------
-# They live in ``chapters.ch3_attngan.damsm`` because chapters 4 and 5 and the R-precision metric use them too. Read
-# that file's sections 1–3 now: it is this chapter's lesson as much as the rest of this file; the names
+# They have their own file, ``damsm.py``, because chapters 4 and 5 import them too. Read its sections 1–3
+# now: it is this chapter's lesson as much as the rest of this file; the names
 # are imported above, so ``model.words_loss`` etc. work as if they were written here.
 
 

@@ -21,6 +21,7 @@ from t2igan.config import default_run_dir
 from t2igan.errors import UserError
 from t2igan.training import harness
 
+flags.adopt_module_key_flags(cli)  # the shared flags appear in --help too
 CHAPTER = "ch4_dfgan_ratgan"
 TITLES = {"dfgan": "DF-GAN", "ratgan": "RAT-GAN"}
 flags.DEFINE_enum("variant", "ratgan", ["ratgan", "dfgan"],

@@ -24,6 +24,7 @@ from t2igan.config import default_run_dir
 from t2igan.errors import UserError
 from t2igan.training import harness
 
+flags.adopt_module_key_flags(cli)  # the shared flags appear in --help too
 CHAPTER = "ch5_vlmgan"
 flags.DEFINE_enum("variant", "dfgan", ["dfgan", "attngan"],
                   "dfgan: VLMGAN+DFGAN (chapter 4's DF-GAN); attngan: VLMGAN+AttnGAN (chapter 3's model).")

@@ -115,3 +115,19 @@ def test_checkpoints_keep_layers_held_in_lists_and_optimizer_state(tmp_path):
     wider(tf.zeros((1, 3)))
     with pytest.raises(ValueError, match="does not fit"):
         Checkpointer(str(tmp_path), network=wider).restore()
+
+
+def test_run_folders_of_the_old_chapter_names_still_load(tmp_path):
+    from t2igan.training.run import RunDirectory
+
+    (tmp_path / "config.json").write_text(json.dumps({"chapter": "04_dfgan_ratgan", "dataset": "shapes"}))
+    assert RunDirectory(str(tmp_path), "ch4_dfgan_ratgan").check_owner()["dataset"] == "shapes"
+    with pytest.raises(ValueError, match="belongs to '04_dfgan_ratgan'"):
+        RunDirectory(str(tmp_path), "ch3_attngan").check_owner()
+
+
+def test_a_variant_applies_its_settings_except_what_the_user_set():
+    config = resolve_config(PROFILES, "course", "shapes", ["batch_size=32"], None,
+                            variant_settings={"batch_size": 64, "learning_rate": 0.5})
+    assert config["batch_size"] == 32 and config["learning_rate"] == 0.5
+    assert config.user_set == {"batch_size"}

@@ -366,7 +366,9 @@ def test_command_line_refuses_to_overwrite_and_converts_to_npz(converted, tmp_pa
     assert "already holds a DAMSM; pass --overwrite" in capsys.readouterr().err
     assert official.main(arguments + [f"--out={tmp_path / 'new'}", f"--data_root={tmp_path}"]) == 2
     assert "Pass --captions=PATH/captions.pickle or --metadata_dir=FOLDER" in capsys.readouterr().err
-    assert official.main(["convert", converted["text_path"], str(tmp_path / "copy.npz")]) == 0
+    from t2igan import torch_weights
+
+    assert torch_weights.main(["convert", converted["text_path"], str(tmp_path / "copy.npz")]) == 0
     copy = official.read_state_dict(str(tmp_path / "copy.npz"))
     np.testing.assert_array_equal(copy["rnn.weight_hh_l0"], converted["text_state"]["rnn.weight_hh_l0"])
 

@@ -493,20 +493,12 @@ def _parser() -> argparse.ArgumentParser:
                             "encoder was trained; default: align_corners=False, as PyTorch ≥ 0.4 and the "
                             "R-precision code of DM-GAN / DF-GAN")
     damsm.add_argument("--overwrite", action="store_true", help="replace a complete DAMSM folder at --out")
-    convert = commands.add_parser("convert", help="a .pth state dict → .npz (needs torch; reading the .npz does not)")
-    convert.add_argument("source", help="a .pth file")
-    convert.add_argument("target", help="the .npz to write")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     try:
-        if arguments.command == "convert":
-            state = read_state_dict(arguments.source)
-            np.savez(arguments.target, **state)
-            print(f"Wrote {arguments.target} ({len(state)} arrays), sha256 {sha256(arguments.target)}")
-            return 0
         from chapters.ch3_attngan import damsm
 
         if not arguments.out:

@@ -146,8 +146,9 @@ chapter5-check: install
 	$(PY) -m pytest -q tests/test_chapter05_model.py tests/test_chapter05.py
 
 # ---------------------------------------------------------------- everything else
+# TensorBoard on RUN_DIR's logs when given (LOGDIR=folder for another folder), else on every run in runs/.
 tensorboard: install
-	$(VENV)/bin/tensorboard --logdir runs --samples_per_plugin images=200 --host 127.0.0.1
+	$(VENV)/bin/tensorboard --logdir $(or $(LOGDIR),$(RUN_DIR),runs) --samples_per_plugin images=200 --host 127.0.0.1
 
 # FID/IS between two image folders (or a run's eval with RUN_DIR=…); see docs/metrics.md.
 eval: install

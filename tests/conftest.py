@@ -22,11 +22,28 @@ def shared_data():
     return path
 
 
+#: Time limits of subprocess runs are these seconds × this factor: a busy or slow machine makes the suite
+#: slower, not red. ``T2IGAN_TEST_TIME_FACTOR=5 make test`` on a very slow one.
+DEFAULT_TIME_FACTOR = 3.0
+
+
+def time_limit(seconds: float) -> float:
+    """A test's time limit on this machine: ``seconds`` (measured on a quiet 2-core CPU, with margin) × the
+    factor in ``$T2IGAN_TEST_TIME_FACTOR`` (default 3)."""
+    raw = os.environ.get("T2IGAN_TEST_TIME_FACTOR", "")
+    try:
+        factor = float(raw) if raw else DEFAULT_TIME_FACTOR
+    except ValueError:
+        raise ValueError(f"T2IGAN_TEST_TIME_FACTOR={raw!r} is not a number; set it to e.g. 3.") from None
+    return seconds * factor
+
+
 def run_chapter(chapter: str, *args: str, timeout: int = 240, env=None) -> subprocess.CompletedProcess:
-    """``python -m chapters.<chapter> <args>`` from the repository root; returns the finished process."""
+    """``python -m chapters.<chapter> <args>`` from the repository root; returns the finished process.
+    ``timeout`` is scaled by :func:`time_limit`."""
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, "-m", f"chapters.{chapter}", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=environment)
+                          text=True, timeout=time_limit(timeout), env=environment)
 
 
 @pytest.fixture(scope="module")

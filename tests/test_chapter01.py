@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, run_chapter, smoke_args as common
+from conftest import ROOT, run_chapter, smoke_args as common, time_limit
 
 from chapters.ch1_gan_int_cls import model
 from chapters.ch1_gan_int_cls import profiles
@@ -266,7 +266,7 @@ def test_two_workers_train_with_multiworker_strategy(smoke_run, workspace):
         processes.append(subprocess.Popen([sys.executable, "-m", f"chapters.{CHAPTER}", "train", *common(workspace, run_dir)],
                                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
-        outputs = [process.communicate(timeout=300) for process in processes]
+        outputs = [process.communicate(timeout=time_limit(300)) for process in processes]
     finally:
         for process in processes:
             process.kill()

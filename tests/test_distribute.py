@@ -6,14 +6,14 @@ import sys
 
 import numpy as np
 
-from conftest import ROOT
+from conftest import ROOT, time_limit
 
 WORKER = os.path.join(ROOT, "tests", "replica_parity_worker.py")
 
 
 def run_worker(replicas, init, out):
     result = subprocess.run([sys.executable, WORKER, f"--replicas={replicas}", f"--init={init}", f"--out={out}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+                            cwd=ROOT, capture_output=True, text=True, timeout=time_limit(180))
     assert result.returncode == 0, result.stderr[-3000:]
 
 

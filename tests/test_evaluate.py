@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, time_limit
 
 
 def evaluate(*args):
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-m", "t2igan.evaluate_folders", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=environment)
+                          timeout=time_limit(300), env=environment)
 
 
 def write_folder(folder, seed, count=4, size=24, shift=0.0):

@@ -46,6 +46,7 @@ def pretrain(options):
     strategy, run, config = harness.start_training(CHAPTER, options, PROFILES)
     index = harness.load_data(config, options.data_root)
     char_cnn_rnn.pretrain_for_run(strategy, run, config, index, options.data_root)
+    harness.commit_config(run)
 
 
 def train(options):

@@ -24,6 +24,7 @@ from absl import logging
 from keras import layers
 
 from t2igan.data.records import caption_fingerprint, check_fingerprint
+from t2igan.layers import same_class
 from t2igan.training.gan import ConditionalGAN
 from t2igan.training.pretrain import pretrain_encoders
 
@@ -97,7 +98,7 @@ def ds_sje_loss(image_features, text_features, class_ids, margin=1.0):
     """
     scores = tf.matmul(image_features, text_features, transpose_b=True)  # (B_img, B_txt)
     matching = tf.linalg.diag_part(scores)
-    different = tf.cast(tf.not_equal(class_ids[:, None], class_ids[None, :]), scores.dtype)
+    different = tf.cast(~same_class(class_ids), scores.dtype)  # unknown class (−1): every other example
     image_to_text = tf.nn.relu(margin + scores - matching[:, None]) * different
     text_to_image = tf.nn.relu(margin + scores - matching[None, :]) * different
     batch = tf.cast(tf.shape(scores)[0], scores.dtype)
@@ -130,9 +131,10 @@ class JointEmbedding(keras.Model):
 
     @staticmethod
     def retrieval_accuracy(image_features, text_features, class_ids):
-        """Caption → image top-1 within the batch; an image of the caption's class counts as a hit."""
+        """Caption → image top-1 within the batch; an image of the caption's class counts as a hit (of unknown
+        class: only its own image)."""
         best = tf.argmax(tf.matmul(text_features, image_features, transpose_b=True), axis=1, output_type=tf.int32)
-        return tf.cast(tf.equal(tf.gather(class_ids, best), class_ids), tf.float32)
+        return tf.cast(tf.gather(same_class(class_ids), best, axis=1, batch_dims=1), tf.float32)
 
     def train_step(self, batch):
         if self.wrong_pairs:

@@ -63,6 +63,7 @@ def pretrain(options):
     """``chapter2-pretrain``: (re)train the char-CNN-RNN text encoder (chapter 1's) for this run."""
     strategy, run, config = start_training(options)
     char_cnn_rnn.pretrain_for_run(strategy, run, config, harness.load_data(config, options.data_root), options.data_root)
+    harness.commit_config(run)
 
 
 def train_phase(options, strategy, run, config, index, embeddings, build, image_size, epochs, folder, timer, phase=""):

@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras import layers
 
 from t2igan.data.records import caption_fingerprint, check_fingerprint
+from t2igan.layers import same_class
 from t2igan.training.gan import ConditionalGAN
 from t2igan.training.pretrain import pretrain_encoders, reset_optimizer_state
 
@@ -238,13 +239,13 @@ def cosine(a, b, axis=-1, eps=1e-8):
 def matching_cross_entropy(scores, class_ids):
     """scores (B_images, B_captions); the match of image i is caption i.
 
-    Other pairs of the same class are not negatives: set to −∞ (official). Returns per-example
+    Other pairs of the same class are not negatives: set to −∞ (official). An example of unknown class
+    (−1) is its own class (``t2igan.layers.same_class``), so every other caption is its negative. Returns per-example
     (image → caption, caption → image) cross-entropies, each (B,): the official ``loss0``, ``loss1``.
     """
     batch = tf.shape(scores)[0]
     if class_ids is not None:
-        same_class = tf.equal(class_ids[:, None], class_ids[None, :]) & ~tf.eye(batch, dtype=tf.bool)
-        scores = tf.where(same_class, NEGATIVE_INFINITY, scores)
+        scores = tf.where(same_class(class_ids) & ~tf.eye(batch, dtype=tf.bool), NEGATIVE_INFINITY, scores)
     labels = tf.range(batch)
     image_to_text = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, scores)
     text_to_image = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.transpose(scores))

@@ -460,6 +460,7 @@ def import_run(chapter: str, options, profiles: dict, run_dir: str) -> None:
     load_generator(generator, state, generator_path)
     average.set_weights(generator.get_weights())
     Checkpointer(run.checkpoints, generator=generator, ema_generator=average).save(config["epochs"], generator.weights)
+    harness.commit_config(run)
     record = dict(generator={"file": os.path.basename(generator_path), "sha256": sha256(generator_path)},
                   configuration=found, faithful_mask_bug=config["faithful_mask_bug"],
                   damsm=config.get("damsm_dir") or run.text_encoder, vocabulary_size=len(vocabulary))

@@ -51,6 +51,7 @@ def pretrain(options):
     if config.get("damsm_dir"):
         raise UserError("This run reuses the DAMSM in damsm_dir; pretrain in the run that owns it.")
     damsm.pretrain_for_run(strategy, run, config, harness.load_data(config, options.data_root), options.data_root)
+    harness.commit_config(run)
 
 
 def train(options):

@@ -58,6 +58,7 @@ def pretrain(options):
         raise UserError("This run reuses the VLM in vlm_dir; pretrain in the run that owns it.")
     vocabulary, build_damsm = damsm.for_run(run, config, index, options.data_root, strategy)
     pretrain_vlm(strategy, run, config, index, build_damsm, vocabulary, options.data_root)
+    harness.commit_config(run)
 
 
 def train(options):

@@ -25,9 +25,9 @@ from keras import layers
 
 from chapters.ch3_attngan.damsm import (DamsmImageEncoder, DamsmPretrainer, DamsmTextEncoder, caption_to_image_top1, cosine,
                           matching_cross_entropy, word_attention)
-
 from chapters.ch3_attngan import model as attngan
 from chapters.ch4_dfgan_ratgan import model as dfgan
+from t2igan.layers import same_class
 NEGATIVE_INFINITY = float("-inf")
 LOCAL_FORMS = ("walkthrough", "damsm")
 
@@ -216,7 +216,7 @@ def negative_captions(global_matrix, class_ids, hard=False):
     when the batch holds one class): drawn uniformly, or with ``hard`` the one of highest S_global (U7)."""
     batch = tf.shape(global_matrix)[0]
     other = ~tf.eye(batch, dtype=tf.bool)
-    allowed = other if class_ids is None else other & tf.not_equal(class_ids[:, None], class_ids[None, :])
+    allowed = other if class_ids is None else other & ~same_class(class_ids)
     allowed = tf.where(tf.reduce_any(allowed, axis=1, keepdims=True), allowed, other)
     if hard:
         return tf.argmax(tf.where(allowed, tf.stop_gradient(global_matrix), NEGATIVE_INFINITY), 1, tf.int32)

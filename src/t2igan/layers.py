@@ -40,6 +40,20 @@ def torch_conv(filters: int, kernel_size: int, fan_in: int, use_bias: bool = Tru
     )
 
 
+UNKNOWN_CLASS = -1
+
+
+def same_class(class_ids):
+    """(B, B) bool: examples i and j are of one class. An example of unknown class (``class_id`` −1: COCO,
+    a custom data set without ``classes.txt``) is of its own class only, as the official AttnGAN gives
+    every COCO image its own id; every example is of its own class (the diagonal is True). The one
+    meaning of "same class" for every matching loss and the data pipeline's mismatched pairs."""
+    class_ids = tf.convert_to_tensor(class_ids)
+    known = class_ids != UNKNOWN_CLASS
+    equal = tf.equal(class_ids[:, None], class_ids[None, :]) & known[:, None] & known[None, :]
+    return equal | tf.eye(tf.shape(class_ids)[0], dtype=tf.bool)
+
+
 def bce_with_logits(logits, label: float):
     """Per-example binary cross-entropy against a constant 0/1 label (shape (B,))."""
     logits = tf.cast(logits, tf.float32)

@@ -61,9 +61,16 @@ def _prepare_one(example: Example, load_size: int, crop_to_bbox: bool) -> np.nda
 def build_image_array(
     examples: Sequence[Example], load_size: int, crop_to_bbox: bool, cache_dir: str, workers: int = 4
 ) -> np.ndarray:
-    """All images of a split as one uint8 array (N, L, L, 3), cached on disk."""
+    """All images of a split as one uint8 array (N, L, L, 3), cached on disk.
+
+    The cache key covers every file's identity as well as its path: size, inode, modification and
+    status-change times (one ``stat`` each: ≈ 10 ms for 10,000 files). Replacing an image, even by one
+    of the same size and with its old modification time (``cp -p``), changes its status-change time, so
+    the split is decoded again instead of training on the old pixels.
+    """
     digest = hashlib.sha1(
-        json.dumps([[e.key, e.image_path] for e in examples] + [load_size, crop_to_bbox]).encode()
+        json.dumps([[e.key, e.image_path, _file_identity(e.image_path), e.bbox if crop_to_bbox else None]
+                    for e in examples] + [load_size, crop_to_bbox]).encode()
     ).hexdigest()[:16]
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, f"images-{load_size}px-{digest}.npy")
@@ -79,6 +86,11 @@ def build_image_array(
     os.replace(temporary, path)  # atomic: a killed run never leaves a half cache
     logging.info("Cached %d images at %d px in %.1f s: %s", len(examples), load_size, time.time() - started, path)
     return array
+
+
+def _file_identity(path: str) -> list[int]:
+    status = os.stat(path)
+    return [status.st_size, status.st_ino, status.st_mtime_ns, status.st_ctime_ns]
 
 
 @dataclasses.dataclass

@@ -52,7 +52,11 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     config.update(data_dir=options.data_dir, metadata_dir=options.metadata_dir)
     if adjust is not None:
         adjust(config)
-    run.write_config(config)
+    run.check_config(config)  # another chapter's folder, or a changed data set or size: refused before anything
+    run.lock()  # one training per run folder
+    # config.json is written once the run really starts (commit_config: the networks are built and the
+    # checkpoint fits them, or the pretraining is done), so a failed start never poisons the folder.
+    run.pending_config = config
     _seed_and_precision(config["seed"], options.mixed_precision)
     return strategy, run, config
 
@@ -73,6 +77,12 @@ def open_run(chapter: str, options, run_dir: str | None = None):
     config["metadata_dir"] = options.metadata_dir or config.get("metadata_dir")
     _seed_and_precision(config["seed"], options.mixed_precision)
     return run, config
+
+
+def commit_config(run) -> None:
+    """Write the run's ``config.json`` from the settings :func:`start_training` resolved (once they work)."""
+    if getattr(run, "pending_config", None) is not None:
+        run.write_config(run.pending_config)
 
 
 def _seed_and_precision(seed: int, mixed_precision: bool) -> None:
@@ -99,7 +109,20 @@ def load_data(config: dict, data_root: str, report_missing: bool = True):
     if report_missing and any(index.missing.values()):
         print("Missing images (listed in the split files, not found, skipped): "
               + ", ".join(f"{split} {count}" for split, count in index.missing.items()))
+    if report_missing:
+        warn_single_class(index)
     return index
+
+
+def warn_single_class(index) -> None:
+    """A split whose examples all share one known class gives the matching losses no negative pair (DAMSM,
+    DS-SJE and the VLM mask same-class pairs): their losses would be exactly 0, so say it."""
+    for split in ("train", "test"):
+        classes = {e.class_id for e in index.split(split)}
+        if len(classes) == 1 and -1 not in classes and len(index.split(split)) > 1:
+            logging.warning("Every %s example of %s is of class %d: the text encoder's matching losses have no "
+                            "negative pairs and stay 0. Give the examples their own classes (classes.txt, or none "
+                            "at all: unknown classes are each their own).", split, index.name, classes.pop())
 
 
 def image_array(index, config: dict, split: str, data_root: str, image_size: int | None = None) -> np.ndarray:
@@ -148,7 +171,9 @@ def build_for_training(strategy, run, config: dict, build: Callable, steps_per_d
     if gan.ema_generator is not None:
         objects["ema_generator"] = gan.ema_generator
     checkpointer = Checkpointer(folder or run.checkpoints, max_to_keep=config["checkpoint_keep"], **objects)
-    return gan, optimizers, checkpointer, checkpointer.restore()
+    initial_epoch = checkpointer.restore()
+    commit_config(run)  # the networks are built and the checkpoint (if any) fits them
+    return gan, optimizers, checkpointer, initial_epoch
 
 
 def already_trained(where: str, epochs: int, initial_epoch: int) -> bool:

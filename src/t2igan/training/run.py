@@ -12,9 +12,11 @@ Layout of ``RUN_DIR``::
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
+import socket
 import time
 from typing import Any
 
@@ -34,6 +36,21 @@ def owner_of(config: dict[str, Any]) -> str | None:
     return LEGACY_CHAPTER_NAMES.get(owner, owner)
 
 
+LOCK_NAME = ".lock"
+
+
+def _process_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 class RunDirectory:
     def __init__(self, path: str, chapter: str):
         self.path = path
@@ -44,6 +61,57 @@ class RunDirectory:
         self.samples = os.path.join(path, "samples")
         self.config_path = os.path.join(path, "config.json")
         self.metrics_path = os.path.join(path, "metrics.json")
+
+    @property
+    def lock_path(self) -> str:
+        return os.path.join(self.path, LOCK_NAME)
+
+    def lock(self) -> None:
+        """Claim the run folder for this process (``RUN_DIR/.lock``: PID, host, start time), released when the
+        process ends. A second training in the same folder is refused with a message; a lock left by a
+        process that is gone (killed, crashed) on this host is taken over."""
+        os.makedirs(self.path, exist_ok=True)
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(3):
+            try:
+                descriptor = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._lock_holder()
+                if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == mine["host"]:
+                    return  # already ours (a second start in one process: StackGAN-v1's stages)
+                if holder is not None and (holder.get("host") != mine["host"] or _process_alive(holder.get("pid"))):
+                    raise ValueError(
+                        f"The run folder {self.path} is in use by another training (pid {holder.get('pid')} on "
+                        f"{holder.get('host')}, since {holder.get('since')}). Wait for it to finish, or use another "
+                        f"RUN_DIR. If that process is gone, delete {self.lock_path}.")
+                logging.warning("Taking over the lock of %s: its process (pid %s) is gone.", self.path,
+                                (holder or {}).get("pid"))
+                try:
+                    os.remove(self.lock_path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump(mine, file)
+            atexit.register(self.unlock)
+            return
+        raise ValueError(f"Could not lock {self.path}: {self.lock_path} keeps reappearing; is another training starting?")
+
+    def unlock(self) -> None:
+        holder = self._lock_holder()
+        if holder is not None and holder.get("pid") == os.getpid():
+            try:
+                os.remove(self.lock_path)
+            except FileNotFoundError:
+                pass
+
+    def _lock_holder(self) -> dict | None:
+        try:
+            with open(self.lock_path, encoding="utf-8") as file:
+                holder = json.load(file)
+            return holder if isinstance(holder, dict) else None
+        except (OSError, json.JSONDecodeError):
+            return None  # unreadable or half written: treated as stale
 
     def create(self) -> None:
         for folder in (self.path, self.checkpoints, self.text_encoder, self.logs, self.samples):
@@ -69,6 +137,13 @@ class RunDirectory:
         return config
 
     def write_config(self, config: dict[str, Any]) -> None:
+        """``config.json`` (atomically), after :meth:`check_config`."""
+        self.check_config(config)
+        self.create()
+        _write_json_atomic(self.config_path, {**config, "chapter": self.chapter})
+
+    def check_config(self, config: dict[str, Any]) -> None:
+        """Refuse a run folder of another chapter, or settings that cannot change within a run."""
         previous = self.check_owner()
         if previous is not None:
             for key in ("dataset", "image_size", "profile", "variant"):
@@ -77,8 +152,6 @@ class RunDirectory:
                         f"The run folder {self.path} was created with {key}={previous[key]!r}, "
                         f"this run asks for {key}={config.get(key)!r}. Use another RUN_DIR to start a new run."
                     )
-        self.create()
-        _write_json_atomic(self.config_path, {**config, "chapter": self.chapter})
 
     def update_metrics(self, section: str, values: dict[str, Any]) -> None:
         metrics = {}

@@ -54,7 +54,7 @@ help:
 	@echo "make chapter5-vlms SCORE_RUN=runs/ch4-...  (VLMS, oracle, R-precision of a chapter 3/4 run under this run's VLM)"
 	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8)"
 	@echo "make eval REAL=folder|stats.npz FAKE=folder [EXTRACTOR=tf-fid|keras-imagenet|oracle] [WEIGHTS=file]  (FID + IS, protocol card)"
-	@echo "make tensorboard      (TensorBoard on runs/)"
+	@echo "make tensorboard      [RUN_DIR=...|LOGDIR=...]  (TensorBoard on one run, or on runs/)"
 	@echo "make test             (every test; < 10 min on 2 CPU cores)"
 	@echo "make install [GPU=1]  (GPU=1: tensorflow[and-cuda])"
 

@@ -258,6 +258,11 @@ def test_one_stage_train_step(variant):
     d_steps_per_iteration = 1 if VARIANTS[variant]["penalty_step"] == "joint" else 2
     assert int(gan.discriminator_optimizer.iterations) == d_steps_per_iteration * steps
     assert int(gan.generator_optimizer.iterations) == steps
+    # the hinge generator loss is −D(x̂, s) per example (DF-GAN Eq. 2): its sign pinned against D itself
+    fake, sentence = tf.random.uniform((2, 16, 16, 3), -1.0, 1.0, seed=3), tf.random.normal((2, 16), seed=4)
+    loss, _ = gan.generator_loss(fake, sentence, batch)
+    np.testing.assert_allclose(loss.numpy(), -np.reshape(d([fake, sentence], training=True).numpy(), loss.shape),
+                               rtol=1e-5, atol=1e-6)
 
     images, statistics = gan.generate(tf.random.normal((4, 8)), batch["caption_ids"], batch["caption_length"],
                                       return_modulation=True)

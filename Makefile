@@ -54,6 +54,9 @@ help:
 	@echo "make chapter5-vlms SCORE_RUN=runs/ch4-...  (VLMS, oracle, R-precision of a chapter 3/4 run under this run's VLM)"
 	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8)"
 	@echo "make eval REAL=folder|stats.npz FAKE=folder [EXTRACTOR=tf-fid|keras-imagenet|oracle] [WEIGHTS=file]  (FID + IS, protocol card)"
+	@echo "make assignment CHAPTER=N OUT=folder [TASKS=a,b]  (a student copy: the chosen tasks stubbed out; docs/teaching.md)"
+	@echo "make grade CHAPTER=N STUDENT=folder|file [RESULTS=results.json]  (the autograder; last line: score: X / Y)"
+	@echo "make assignment-tasks CHAPTER=N  (the tasks, their checks and points)   make assignment-mutations CHAPTER=N  (plant every listed mistake, grade it)"
 	@echo "make tensorboard      [RUN_DIR=...|LOGDIR=...]  (TensorBoard on one run, or on runs/)"
 	@echo "make test             (every test; < 10 min on 2 CPU cores)"
 	@echo "make install [GPU=1]  (GPU=1: tensorflow[and-cuda])"
@@ -144,6 +147,34 @@ chapter5-vlms: install
 	$(PY) -m chapters.$(CHAPTER_5) vlms $(V5) $(COMMON) --score_run="$(SCORE_RUN)" --sample_seed=$(SEED) $(ARGS)
 chapter5-check: install
 	$(PY) -m pytest -q tests/test_chapter05_model.py tests/test_chapter05.py
+
+# ---------------------------------------------------------------- course assignments (docs/teaching.md)
+# The grader (chapters/chN_name/tasks.py) stays with the instructor: a student copy has none.
+CHAPTER ?=
+TASKS   ?=
+OUT     ?=
+STUDENT ?=
+RESULTS ?=
+TASKS_MODULE = chapters.$(CHAPTER_$(CHAPTER)).tasks
+define need_chapter
+	@test -n "$(CHAPTER_$(CHAPTER))" || { echo "error: CHAPTER=$(CHAPTER) is not a chapter; set CHAPTER=1 … 5 (e.g. make $@ CHAPTER=4 …)." >&2; exit 2; }
+	@test -f "chapters/$(CHAPTER_$(CHAPTER))/tasks.py" || { echo "error: chapters/$(CHAPTER_$(CHAPTER))/tasks.py (the grader) is not here: a student copy has no grader; your instructor grades your copy with make grade." >&2; exit 2; }
+endef
+.PHONY: assignment grade assignment-tasks assignment-mutations
+assignment: install
+	$(need_chapter)
+	@test -n "$(OUT)" || { echo "error: name the student copy's folder: make assignment CHAPTER=$(CHAPTER) OUT=folder [TASKS=a,b]." >&2; exit 2; }
+	$(PY) -m $(TASKS_MODULE) assignment --out="$(OUT)" $(if $(TASKS),--tasks="$(TASKS)")
+grade: install
+	$(need_chapter)
+	@test -n "$(STUDENT)" || { echo "error: name the student's copy or file: make grade CHAPTER=$(CHAPTER) STUDENT=folder [RESULTS=results.json]." >&2; exit 2; }
+	$(PY) -m $(TASKS_MODULE) grade --student="$(STUDENT)" $(if $(TASKS),--tasks="$(TASKS)") $(if $(RESULTS),--results="$(RESULTS)")
+assignment-tasks: install
+	$(need_chapter)
+	$(PY) -m $(TASKS_MODULE) list
+assignment-mutations: install
+	$(need_chapter)
+	$(PY) -m $(TASKS_MODULE) mutations $(if $(TASKS),--tasks="$(TASKS)")
 
 # ---------------------------------------------------------------- everything else
 # TensorBoard on RUN_DIR's logs when given (LOGDIR=folder for another folder), else on every run in runs/.

@@ -1,7 +1,8 @@
 """Every chapter's smoke training (each variant), its TensorBoard scalars per step, and a comparison of two
 such records: the check that a refactoring changed no number.
 
-    python tools/smoke_losses.py record CHECKOUT OUT      # runs the smoke trainings of CHECKOUT into OUT
+    python tools/smoke_losses.py record CHECKOUT OUT [N]  # runs the smoke trainings of CHECKOUT into OUT
+                                                          # (N: only chapter N's)
     python tools/smoke_losses.py compare OUT_A OUT_B      # largest relative difference per run
 
 CHECKOUT is a source tree (e.g. ``git worktree add /tmp/before <commit>``); its own ``src`` is put first on
@@ -49,12 +50,14 @@ def scalars(run_dir: str) -> dict[str, list]:
     return found
 
 
-def record(checkout: str, out: str) -> int:
+def record(checkout: str, out: str, only: str | None = None) -> int:
     packages = chapter_packages(checkout)
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
                    "PYTHONPATH": os.pathsep.join([os.path.join(checkout, "src"), checkout])}
     results, failed = {}, 0
     for chapter, variant in RUNS:
+        if only and chapter != only:
+            continue
         name = f"ch{chapter}" + (f"-{variant}" if variant else "")
         run_dir = os.path.join(out, "runs", name)
         command = [sys.executable, "-m", f"chapters.{packages[chapter]}", "train", "--profile=smoke",
@@ -100,6 +103,7 @@ def compare(first: str, second: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("record", "compare"):
+    if not (len(sys.argv) == 4 or (len(sys.argv) == 5 and sys.argv[1] == "record")) or sys.argv[1] not in (
+            "record", "compare"):
         sys.exit(__doc__)
-    sys.exit((record if sys.argv[1] == "record" else compare)(sys.argv[2], sys.argv[3]))
+    sys.exit((record if sys.argv[1] == "record" else compare)(*sys.argv[2:]))

@@ -83,11 +83,13 @@ class Affine(layers.Layer):
         self.beta_out = layers.Dense(channels, kernel_initializer="zeros", bias_initializer="zeros")
 
     def call(self, x, condition, return_modulation=False):
+        # BEGIN TASK affine_fusion (Affine.call)
         condition = tf.cast(condition, x.dtype)
         gamma = self.gamma_out(tf.nn.relu(self.gamma_hidden(condition)))
         beta = self.beta_out(tf.nn.relu(self.beta_hidden(condition)))
         out = gamma[:, None, None, :] * x + beta[:, None, None, :]
         return (out, gamma, beta) if return_modulation else out
+        # END TASK affine_fusion
 
 
 class FusionBlock(layers.Layer):
@@ -113,6 +115,7 @@ class FusionBlock(layers.Layer):
 
     def call(self, x, conditions):
         """``conditions``: one condition per affine (4). Returns (out, [modulation statistics per affine])."""
+        # BEGIN TASK affine_fusion (FusionBlock.call)
         h, statistics = x, []
         for k, (affine, condition) in enumerate(zip(self.affines, conditions)):
             h, gamma, beta = affine(h, condition, return_modulation=True)
@@ -124,6 +127,7 @@ class FusionBlock(layers.Layer):
         if self.gate is not None:
             residual = tf.cast(self.gate, x.dtype) * residual
         return (x if self.shortcut is None else self.shortcut(x)) + residual, statistics
+        # END TASK affine_fusion
 
 
 # ---------------------------------------------------------------------------
@@ -241,12 +245,14 @@ def magp(gradient_images, gradient_sentence, weight=2.0, power=6.0):
     """Per example: weight·‖g‖^power with g = [flatten(∂D/∂x), ∂D/∂s] (one vector per sample).
 
     Official: the norm of the *concatenated* gradient, not ‖∇x‖ + ‖∇s‖ as the paper writes. Computed as
-    (Σg²)^(power/2) — no square root, whose gradient at 0 would be NaN.
+    (Σg²)^(power/2), without forming the norm (√ has an infinite derivative at 0), and in float32.
     """
+    # BEGIN TASK magp (magp)
     batch = tf.shape(gradient_images)[0]
     squared = (tf.reduce_sum(tf.square(tf.reshape(tf.cast(gradient_images, tf.float32), [batch, -1])), -1)
                + tf.reduce_sum(tf.square(tf.reshape(tf.cast(gradient_sentence, tf.float32), [batch, -1])), -1))
     return weight * tf.pow(squared, power / 2.0)
+    # END TASK magp
 
 
 def matching_aware_penalty(discriminator, images, sentence, weight=2.0, power=6.0, return_features=False):
@@ -256,6 +262,7 @@ def matching_aware_penalty(discriminator, images, sentence, weight=2.0, power=6.
     :func:`magp`. Call it under an outer tape on D's variables: that tape differentiates the gradient
     itself (double back-propagation). Returns (penalty (B,), o (B,)) [, features — to reuse them].
     """
+    # BEGIN TASK magp (matching_aware_penalty)
     with tf.GradientTape() as tape:
         tape.watch([images, sentence])
         features = discriminator.features(images, training=True)
@@ -264,6 +271,7 @@ def matching_aware_penalty(discriminator, images, sentence, weight=2.0, power=6.
     gradient_images, gradient_sentence = tape.gradient(total, [images, sentence])
     penalty = magp(gradient_images, gradient_sentence, weight, power)
     return (penalty, logits, features) if return_features else (penalty, logits)
+    # END TASK magp
 
 
 # ---------------------------------------------------------------------------
@@ -303,8 +311,9 @@ class RatGanGenerator(keras.Model):
         z, sentence = inputs
         z = tf.cast(z, self.compute_dtype)
         sentence = tf.cast(sentence, z.dtype)
-        state = [self.h0(z), self.c0(z)]  # re-initialised from z at every forward
         x = torch_view(self.fc(z), self.widths[0])
+        # BEGIN TASK rat_controller (RatGanGenerator.call)
+        state = [self.h0(z), self.c0(z)]  # re-initialised from z at every forward
         statistics = []
         for i, block in enumerate(self.blocks):
             if i > 0:
@@ -315,6 +324,7 @@ class RatGanGenerator(keras.Model):
                 hidden_states.append(hidden)
             x, block_statistics = block(x, hidden_states)
             statistics += block_statistics
+        # END TASK rat_controller
         images = tf.cast(tf.tanh(self.to_rgb(lrelu(x))), tf.float32)
         return (images, statistics) if return_modulation else images
 
@@ -388,6 +398,24 @@ class RatGanDiscriminator(ResidualDiscriminator):
 # ---------------------------------------------------------------------------
 # 7. The one-stage training step (DF-GAN ``code/lib/modules.py``; RAT-GAN ``code/main.py``)
 # ---------------------------------------------------------------------------
+def discriminator_hinge_loss(real_logits, fake_logits, mismatch_logits, average=tf.reduce_mean):
+    """D's hinge loss with mismatched text (DF-GAN Eq. 1 without the MA-GP):
+
+        L_D = E[relu(1 − D(x, s))] + ½·(E[relu(1 + D(G(z, s), s))] + E[relu(1 + D(x', s))])
+
+    ``real_logits`` D(x, s) of real, matching pairs (B,); ``fake_logits`` D(x̂, s) (B,); ``mismatch_logits``
+    D(x', s) of real images with another example's caption (B or B − 1). ``average`` is the mean over the
+    *global* batch (``ConditionalGAN.average`` under tf.distribute). Returns (L_D, (real, fake, mismatch)):
+    the loss and the three per-example hinge terms.
+    """
+    # BEGIN TASK hinge_loss (discriminator_hinge_loss)
+    real = tf.nn.relu(1.0 - real_logits)
+    fake = tf.nn.relu(1.0 + fake_logits)
+    mismatch = tf.nn.relu(1.0 + mismatch_logits)
+    return average(real) + 0.5 * (average(fake) + average(mismatch)), (real, fake, mismatch)
+    # END TASK hinge_loss
+
+
 class OneStageGan(ConditionalGAN):
     """Hinge loss with mismatched text and the MA-GP, for a generator and a discriminator of this chapter.
 
@@ -424,9 +452,14 @@ class OneStageGan(ConditionalGAN):
         return tf.stop_gradient(tf.cast(sentence, tf.float32))
 
     def mismatched_logits(self, real_features, sentence):
+        """D(x', s) of real images paired with another example's caption, from the real images' trunk
+        features (B, h, w, C): ``"roll"`` image i+1 with caption i (image 0 with the last caption),
+        ``"shift"`` image i with caption i+1, the last dropped."""
+        # BEGIN TASK hinge_loss (OneStageGan.mismatched_logits)
         if self.mismatch == "roll":
             return self.discriminator.logits(tf.roll(real_features, shift=-1, axis=0), sentence, training=True)
         return self.discriminator.logits(real_features[:-1], sentence[1:], training=True)
+        # END TASK hinge_loss
 
     def discriminator_step(self, images, fake_images, sentence):
         d = self.discriminator
@@ -437,10 +470,10 @@ class OneStageGan(ConditionalGAN):
             else:
                 real_features = d.features(images, training=True)
                 real_logits = d.logits(real_features, sentence, training=True)
-            real = tf.nn.relu(1.0 - real_logits)
-            mismatch = tf.nn.relu(1.0 + self.mismatched_logits(real_features, sentence))
-            fake = tf.nn.relu(1.0 + d([fake_images, sentence], training=True))
-            loss = self.average(real) + 0.5 * (self.average(fake) + self.average(mismatch))
+            mismatch_logits = self.mismatched_logits(real_features, sentence)
+            fake_logits = d([fake_images, sentence], training=True)
+            loss, (real, fake, mismatch) = discriminator_hinge_loss(real_logits, fake_logits, mismatch_logits,
+                                                                    self.average)
             if self.penalty_step == "joint":
                 loss += self.average(penalty)
         self.apply(self.discriminator_optimizer, tape, loss, d.trainable_variables)
@@ -455,7 +488,9 @@ class OneStageGan(ConditionalGAN):
 
     def generator_loss(self, fake, sentence, batch):
         """DF-GAN's hinge generator loss per example, −D(x̂, s) (paper Eq. 2); returns (loss (B,), logs)."""
+        # BEGIN TASK hinge_loss (OneStageGan.generator_loss)
         return -self.discriminator([fake, sentence], training=True), {}
+        # END TASK hinge_loss
 
     def train_step(self, batch):
         images = tf.cast(batch["image"], tf.float32)

@@ -60,7 +60,7 @@ def train(options):
     text = char_cnn_rnn.run_embeddings(run, config, index, options.data_root, strategy)
     images = harness.image_array(index, config, "train", options.data_root)
     batch_size = config["batch_size"]
-    steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
+    steps_per_epoch = harness.steps_per_epoch(config, len(images), batch_size)
 
     gan, optimizers, checkpointer, initial_epoch = harness.build_for_training(
         strategy, run, config, lambda: build_gan(config), len(images) // batch_size,

@@ -73,7 +73,7 @@ def train_phase(options, strategy, run, config, index, embeddings, build, image_
     config = dict(config, epochs=epochs, image_size=image_size)  # this phase's output size (oracle metrics)
     images = harness.image_array(index, config, "train", options.data_root, image_size)
     batch_size = config["batch_size"]
-    steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
+    steps_per_epoch = harness.steps_per_epoch(config, len(images), batch_size)
     gan, optimizers, checkpointer, initial_epoch = harness.build_for_training(
         strategy, run, config, build, len(images) // batch_size, folder=folder,
         jit_compile=options.jit_compile, mixed_precision=options.mixed_precision)

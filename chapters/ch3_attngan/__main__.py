@@ -66,7 +66,7 @@ def train(options):
     table = damsm.id_table(index.train, vocabulary)
     images = harness.image_array(index, config, "train", options.data_root)
     batch_size = config["batch_size"]
-    steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
+    steps_per_epoch = harness.steps_per_epoch(config, len(images), batch_size)
     gan, optimizers, checkpointer, initial_epoch = harness.build_for_training(
         strategy, run, config, lambda: build_gan(config, build_encoders()), len(images) // batch_size,
         jit_compile=options.jit_compile, mixed_precision=options.mixed_precision)

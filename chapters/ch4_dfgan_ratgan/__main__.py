@@ -65,7 +65,7 @@ def train(options):
     vocabulary, build_encoders = damsm.for_run(run, config, index, options.data_root, strategy)
     images = harness.image_array(index, config, "train", options.data_root)
     batch_size = config["batch_size"]
-    steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
+    steps_per_epoch = harness.steps_per_epoch(config, len(images), batch_size)
     encoders = {}  # (text, image): the image encoder only scores R-precision during training
     gan, optimizers, checkpointer, initial_epoch = harness.build_for_training(
         strategy, run, config, lambda: build_gan(config, encoders.setdefault("damsm", build_encoders())[0]),

@@ -73,7 +73,7 @@ def train(options):
     build_vlm_networks = load_vlm(run, config, index, build_damsm, vocabulary, options.data_root, strategy)
     images = harness.image_array(index, config, "train", options.data_root)
     batch_size = config["batch_size"]
-    steps_per_epoch = config["steps_per_epoch"] or len(images) // batch_size
+    steps_per_epoch = harness.steps_per_epoch(config, len(images), batch_size)
     networks = {}
 
     def build():

@@ -78,7 +78,12 @@ def resolve_config(profiles: dict[str, dict], profile: str, dataset: str, overri
         key, raw = item.split("=", 1)
         key = key.strip()
         if key not in config:
-            raise UserError(f"--set {key}: no such setting. Known settings: {', '.join(sorted(config))}.")
+            import difflib
+
+            close = difflib.get_close_matches(key, config, n=3, cutoff=0.7)
+            hint = (f" Did you mean {' or '.join(close)}?" if close else
+                    f" This profile's settings: {', '.join(sorted(config))}.")
+            raise UserError(f"--set {key}: no such setting.{hint}")
         config[key] = _parse_value(key, raw, config[key])
         user_set.add(key)
     if epochs is not None:
@@ -87,4 +92,39 @@ def resolve_config(profiles: dict[str, dict], profile: str, dataset: str, overri
         config["epochs"] = epochs
     config["profile"] = profile
     config["dataset"] = dataset
+    check_settings(config)
     return Config(config, user_set=frozenset(user_set))
+
+
+#: Settings that must be whole numbers ≥ 1 (sizes, counts) …
+POSITIVE_INTEGERS = {"batch_size", "epochs", "image_size", "base_size", "stages", "words_num", "doc_length",
+                     "captions_per_sample", "checkpoint_keep", "log_every_steps", "residual_blocks",
+                     "v1_residual_blocks"}
+#: … and ≥ 0 (0 means "the whole data set" or "never").
+NON_NEGATIVE_INTEGERS = {"steps_per_epoch", "shapes_train", "shapes_test", "oracle_epochs", "metrics_samples"}
+
+
+def check_settings(config: dict) -> None:
+    """Refuse values no run can use, before anything runs or is written: one sentence naming the setting."""
+    def refuse(key, rule):
+        raise UserError(f"{key}={json.dumps(config[key])}: {rule} (set it with --set {key}=…).")
+
+    for key, value in config.items():
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if key in POSITIVE_INTEGERS or key.endswith(("_dim", "_width", "_units", "_batch_size")):
+            if whole and value < 1:
+                refuse(key, "must be a whole number ≥ 1")
+        elif key in NON_NEGATIVE_INTEGERS or key.endswith(("_epochs", "_steps_per_epoch", "_every_epochs")):
+            if whole and value < 0:
+                refuse(key, "must be a whole number ≥ 0")
+        elif key.endswith("_widths") and isinstance(value, list):
+            if not value or any(not isinstance(v, int) or v < 1 for v in value):
+                refuse(key, "must be a non-empty list of whole numbers ≥ 1")
+        elif "learning_rate" in key and not key.endswith(("_decay", "_every_epochs")):
+            if isinstance(value, (int, float)) and not value > 0:
+                refuse(key, "must be > 0")
+        elif key in ("ema_decay", "beta_1", "beta_2", "text_dropout") or key.endswith("_learning_rate_decay"):
+            if isinstance(value, (int, float)) and not 0 <= value < 1:
+                refuse(key, "must be in [0, 1)")
+        elif key.endswith("_weight") and isinstance(value, (int, float)) and value < 0:
+            refuse(key, "must be ≥ 0")

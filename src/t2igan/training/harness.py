@@ -69,6 +69,9 @@ def open_run(chapter: str, options, run_dir: str | None = None):
     number = chapter_number(chapter)
     run_dir = run_dir or options.run_dir or default_run_dir(number, options.dataset, options.profile)
     run = RunDirectory(run_dir, chapter)
+    if getattr(options, "set", None):  # a setting given here would be silently ignored
+        raise UserError(f"--set {options.set[0]}: settings belong to training; sample and eval use the run's "
+                        f"config.json ({run.config_path}). Leave --set out (or train a run with it).")
     config = run.check_owner()
     if config is None:
         raise UserError(f"No trained run in {run_dir} (no config.json). "
@@ -77,6 +80,16 @@ def open_run(chapter: str, options, run_dir: str | None = None):
     config["metadata_dir"] = options.metadata_dir or config.get("metadata_dir")
     _seed_and_precision(config["seed"], options.mixed_precision)
     return run, config
+
+
+def steps_per_epoch(config: dict, examples: int, batch_size: int) -> int:
+    """``steps_per_epoch`` (0: one pass over the training images, the last partial batch dropped)."""
+    steps = config["steps_per_epoch"] or examples // batch_size
+    if steps < 1:
+        raise UserError(f"batch_size={batch_size} is larger than the {examples} training images of "
+                        f"{config['dataset']}, so an epoch has no step; use --set batch_size={max(1, examples)} "
+                        f"or fewer.")
+    return steps
 
 
 def commit_config(run) -> None:

@@ -51,6 +51,23 @@ def _process_alive(pid) -> bool:
     return True
 
 
+def make_folder(path: str) -> None:
+    """``os.makedirs`` with the two user mistakes said in a sentence: a file in the way, no permission."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = path
+        while blocking and not os.path.exists(blocking):
+            blocking = os.path.dirname(blocking)
+        raise ValueError(f"{blocking} is a file, not a folder, so the run folder {path} cannot be made there: "
+                         f"move the file away or choose another RUN_DIR.") from None
+    except PermissionError:
+        raise ValueError(f"Cannot create {path}: permission denied (a read-only place?). Choose a writable "
+                         f"RUN_DIR.") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"The run folder {path} is not writable (read-only?). Choose a writable RUN_DIR.")
+
+
 class RunDirectory:
     def __init__(self, path: str, chapter: str):
         self.path = path
@@ -70,7 +87,7 @@ class RunDirectory:
         """Claim the run folder for this process (``RUN_DIR/.lock``: PID, host, start time), released when the
         process ends. A second training in the same folder is refused with a message; a lock left by a
         process that is gone (killed, crashed) on this host is taken over."""
-        os.makedirs(self.path, exist_ok=True)
+        make_folder(self.path)
         mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
             try:
@@ -115,7 +132,7 @@ class RunDirectory:
 
     def create(self) -> None:
         for folder in (self.path, self.checkpoints, self.text_encoder, self.logs, self.samples):
-            os.makedirs(folder, exist_ok=True)
+            make_folder(folder)
 
     def existing_config(self) -> dict[str, Any] | None:
         if not os.path.exists(self.config_path):

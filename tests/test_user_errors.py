@@ -1,0 +1,96 @@
+"""User mistakes get one sentence naming the setting, flag or file and the fix, exit code 2, no traceback.
+
+One table: each row makes the mistake through the function the command line calls, and checks the
+message and that the command line treats it as a user error (exit 2); one row runs the real command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+
+from conftest import ROOT, time_limit
+from t2igan import cli
+from t2igan.config import resolve_config
+from t2igan.training import harness
+from t2igan.training.run import RunDirectory
+
+PROFILES = {"course": dict(batch_size=8, epochs=2, image_size=32, steps_per_epoch=0, learning_rate_generator=2e-4,
+                           ema_decay=0.0, text_rnn_width=16, damsm_small_widths=[8, 16], kl_weight=1.0)}
+
+
+def resolve(*overrides):
+    return resolve_config(PROFILES, "course", "shapes", list(overrides), None)
+
+
+def file_in_the_way(tmp_path):
+    blocker = tmp_path / "run"
+    blocker.write_text("not a folder")
+    RunDirectory(str(blocker), "ch1_gan_int_cls").lock()
+
+
+def checkpoints_is_a_file(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("")
+    RunDirectory(str(tmp_path / "run"), "ch1_gan_int_cls").create()
+
+
+def set_on_sample(tmp_path):
+    options = types.SimpleNamespace(run_dir=str(tmp_path), dataset="shapes", profile="course", set=["batch_size=4"],
+                                    data_dir=None, metadata_dir=None, mixed_precision=False)
+    harness.open_run("ch1_gan_int_cls", options)
+
+
+CASES = [
+    ("batch_size=0", lambda tmp: resolve("batch_size=0"), r"^batch_size=0: must be a whole number ≥ 1 \(set it with --set batch_size=…\)"),
+    ("epochs=0", lambda tmp: resolve("epochs=0"), r"^epochs=0: must be a whole number ≥ 1"),
+    ("a negative width", lambda tmp: resolve("text_rnn_width=-3"), r"^text_rnn_width=-3: must be a whole number ≥ 1"),
+    ("an empty width list", lambda tmp: resolve("damsm_small_widths=[]"), r"^damsm_small_widths=\[\]: must be a non-empty list"),
+    ("a learning rate of 0", lambda tmp: resolve("learning_rate_generator=0"), r"^learning_rate_generator=0.0: must be > 0"),
+    ("an EMA decay of 1", lambda tmp: resolve("ema_decay=1"), r"^ema_decay=1.0: must be in \[0, 1\)"),
+    ("a negative loss weight", lambda tmp: resolve("kl_weight=-1"), r"^kl_weight=-1.0: must be ≥ 0"),
+    ("a typo in --set", lambda tmp: resolve("batch_sise=4"), r"^--set batch_sise: no such setting\. Did you mean batch_size\?$"),
+    ("a key far from every setting", lambda tmp: resolve("colour=4"), r"^--set colour: no such setting\. This profile's settings: batch_size, "),
+    ("a value of the wrong type", lambda tmp: resolve("batch_size=big"), r"^--set batch_size=big: expected a int like 8\."),
+    ("a batch larger than the data set", lambda tmp: harness.steps_per_epoch(resolve(), 5, 8),
+     r"^batch_size=8 is larger than the 5 training images of shapes, so an epoch has no step; use --set batch_size=5"),
+    ("RUN_DIR is a file", file_in_the_way, r" is a file, not a folder, so the run folder .* cannot be made there: move the file"),
+    ("RUN_DIR/checkpoints is a file", checkpoints_is_a_file, r"run/checkpoints is a file, not a folder"),
+    ("--set on sample or eval", set_on_sample, r"^--set batch_size=4: settings belong to training; sample and eval use the run's config.json"),
+]
+
+
+@pytest.mark.parametrize("name, make_mistake, message", CASES, ids=[case[0] for case in CASES])
+def test_a_user_mistake_is_one_sentence_and_exit_2(name, make_mistake, message, tmp_path):
+    with pytest.raises(ValueError) as caught:
+        make_mistake(tmp_path)
+    assert re.search(message, str(caught.value)), str(caught.value)
+    assert cli._is_user_error(caught.value)  # run_commands prints "error: <message>" and exits 2
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write to read-only folders")
+def test_a_read_only_run_folder_is_named(tmp_path):
+    (tmp_path / "run").mkdir()
+    os.chmod(tmp_path / "run", 0o555)
+    try:
+        with pytest.raises(ValueError, match="is not writable"):
+            RunDirectory(str(tmp_path / "run"), "ch1_gan_int_cls").lock()
+    finally:
+        os.chmod(tmp_path / "run", 0o755)
+
+
+def test_the_real_command_line_exits_2_without_a_traceback(tmp_path):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT]))
+    finished = subprocess.run([sys.executable, "-m", "chapters.ch1_gan_int_cls", "train", "--profile=smoke",
+                               "--set", "batch_size=0", f"--run_dir={tmp_path / 'run'}"], cwd=ROOT, env=environment,
+                              capture_output=True, text=True, timeout=time_limit(60))
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert finished.stderr.strip().splitlines()[-1].startswith("error: batch_size=0: must be a whole number ≥ 1")
+    assert "Traceback" not in finished.stderr
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written

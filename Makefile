@@ -101,7 +101,7 @@ chapter2-sample: install
 chapter2-eval: install
 	$(PY) -m chapters.$(CHAPTER_2) eval --variant=$(or $(VARIANT),v2) $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter2-check: install
-	$(PY) -m pytest -q tests/test_chapter02.py
+	$(PY) -m pytest -q tests/test_chapter02_model.py tests/test_chapter02.py
 
 # ---------------------------------------------------------------- chapter 3: DAMSM + AttnGAN
 chapter3-pretrain: install

@@ -25,7 +25,7 @@ from keras import layers
 
 from t2igan.layers import bce_with_logits, normal_init
 from chapters.ch2_stackgan.stages import (ConditioningAugmentation, JoinBlock, ResidualBlock, StageDiscriminator, UpBlock,
-                           batch_norm, colour_moments, conv3x3, glu, kl_loss, orthogonal)
+                           batch_norm, conv3x3, glu, kl_loss, orthogonal)
 from t2igan.training.gan import ConditionalGAN
 
 from chapters.ch1_gan_int_cls import model as reed  # chapter 1: Reed's D and residual block
@@ -123,6 +123,24 @@ def resize_to_stages(images, sizes):
 # ---------------------------------------------------------------------------
 # 3. The StackGAN++ losses and training step (``code/trainer.py``)
 # ---------------------------------------------------------------------------
+def colour_moments(images):
+    """Per-image channel means μ (B, 3) and covariances Σ (B, 3, 3) of the pixels (official
+    ``compute_mean_covariance``): with x_p (3,) the p-th of the N = H·W pixels,
+
+        μ = (1/N) Σ_p x_p,        Σ = (1/N) Σ_p (x_p − μ)(x_p − μ)ᵀ   (1/N, not 1/(N − 1), as the code)
+
+    ``images`` (B, H, W, 3), float16 under mixed precision; the moments in float32.
+    """
+    # BEGIN TASK colour_consistency (colour_moments)
+    images = tf.cast(images, tf.float32)
+    pixels = tf.reshape(images, [tf.shape(images)[0], -1, images.shape[-1]])
+    mean = tf.reduce_mean(pixels, axis=1)
+    centred = pixels - mean[:, None, :]
+    covariance = tf.matmul(centred, centred, transpose_a=True) / tf.cast(tf.shape(pixels)[1], tf.float32)
+    return mean, covariance
+    # END TASK colour_consistency
+
+
 class StackGanPlusPlus(ConditionalGAN):
     """One G forward per batch; every D updated on it, then G.
 
@@ -155,6 +173,14 @@ class StackGanPlusPlus(ConditionalGAN):
         return noise[:, : self.generator.noise_dim], noise[:, self.generator.noise_dim :]
 
     def discriminator_loss(self, d, real, wrong, fake, mu):
+        """L_D,i per example (B,) of one stage's ``d`` (official ``train_Dnet``; the class docstring has the
+        terms). ``d([images, μ], training=True)`` returns (conditional, unconditional) logits, each (B,).
+        ``real``: real images with their text, ``wrong``: real images of another text, ``fake``: G's images,
+        ``mu``: the CA mean, all detached here (official ``.detach()``: L_D trains D only). Returns
+        (L_D,i, σ(Dc(x, μ)), σ(Dc(x_w, μ)), σ(Dc(G_i, μ))), the last three the conditional scores for the logs.
+        """
+        # BEGIN TASK joint_stage_loss (StackGanPlusPlus.discriminator_loss)
+        fake, mu = tf.stop_gradient(fake), tf.stop_gradient(mu)
         u = self.uncond_weight
         real_c, real_u = d([real, mu], training=True)
         wrong_c, wrong_u = d([wrong, mu], training=True)
@@ -165,6 +191,7 @@ class StackGanPlusPlus(ConditionalGAN):
                            + fake_loss + u * bce_with_logits(fake_u, 0.0))
         else:
             per_example = real_loss + 0.5 * (wrong_loss + fake_loss)
+        # END TASK joint_stage_loss
         return per_example, tf.sigmoid(real_c), tf.sigmoid(wrong_c), tf.sigmoid(fake_c)
 
     def update_discriminators(self, stage_loss, logs):
@@ -185,7 +212,10 @@ class StackGanPlusPlus(ConditionalGAN):
         return total
 
     def adversarial_generator_loss(self, fakes, condition, logs):
-        """Σ_i [BCE(Dc(G_i, condition), 1) + u·BCE(Du(G_i), 1)] per example, each stage logged."""
+        """Σ_i [BCE(Dc(G_i, condition), 1) + u·BCE(Du(G_i), 1)] per example (B,), over the stages (``self.sizes``,
+        ``self.discriminator.stages`` and ``fakes`` in the same order); stage i's term also goes into
+        ``logs[f"g_loss_{size}"]``. ``condition`` (μ here) is not detached: the gradient reaches CA."""
+        # BEGIN TASK joint_stage_loss (StackGanPlusPlus.adversarial_generator_loss)
         total = 0.0
         for size, d, fake in zip(self.sizes, self.discriminator.stages, fakes):
             conditional, unconditional = d([fake, condition], training=True)
@@ -193,9 +223,19 @@ class StackGanPlusPlus(ConditionalGAN):
             total += per_example
             logs[f"g_loss_{size}"] = per_example
         return total
+        # END TASK joint_stage_loss
 
     def colour_consistency(self, images):
-        """λ·MSE(mean_i, mean_{i−1}) + 5λ·MSE(cov_i, cov_{i−1}) over consecutive stages (StackGAN++ §4.2)."""
+        """λ·MSE(mean_i, mean_{i−1}) + 5λ·MSE(cov_i, cov_{i−1}) over consecutive stages (StackGAN++ §4.2).
+
+        Per example (B,), with λ = ``self.colour_weight`` and (μ_i, Σ_i) = ``colour_moments(images[i])``:
+
+            L_C = Σ_{i ≥ 1} λ·mean_c (μ_i − μ_{i−1})² + 5λ·mean_{c, c'} (Σ_i − Σ_{i−1})²
+
+        (the paper's λ1‖μ_i − μ_{i−1}‖² + λ2‖Σ_i − Σ_{i−1}‖²_F with λ2 = 5·λ1, as means like the official
+        ``nn.MSELoss``). The earlier stage i − 1 is the target: detached (official ``.detach()``).
+        """
+        # BEGIN TASK colour_consistency (StackGanPlusPlus.colour_consistency)
         per_example = 0.0
         for previous, current in zip(images[:-1], images[1:]):
             mean_p, cov_p = colour_moments(tf.stop_gradient(previous))
@@ -203,6 +243,7 @@ class StackGanPlusPlus(ConditionalGAN):
             per_example += (tf.reduce_mean(tf.square(mean_c - mean_p), axis=-1)
                             + 5.0 * tf.reduce_mean(tf.square(cov_c - cov_p), axis=[1, 2]))
         return self.colour_weight * per_example
+        # END TASK colour_consistency
 
     def train_step(self, batch):
         text = batch["text_embedding"]
@@ -214,7 +255,7 @@ class StackGanPlusPlus(ConditionalGAN):
             fakes, mu, logvar = self.generator([z, text, epsilon], training=True)
             # ---- every stage's D on the same generated batch (μ and the images detached)
             d_total = self.update_discriminators(lambda i, d: self.discriminator_loss(
-                d, reals[i], wrongs[i], tf.stop_gradient(fakes[i]), tf.stop_gradient(mu)), logs)
+                d, reals[i], wrongs[i], fakes[i], mu), logs)
             # ---- G against the updated Ds, μ with gradient into CA
             g_total = self.adversarial_generator_loss(fakes, mu, logs)
             kl = kl_loss(mu, logvar)

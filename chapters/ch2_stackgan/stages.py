@@ -9,7 +9,8 @@ generator, orthogonal initialisation.
 * :class:`UpBlock`, :class:`JoinBlock`, :class:`ResidualBlock` — the generator's pieces.
 * :class:`StageDiscriminator` — D64 / D128 / D256: an image code at 4×4 and two
   heads, conditional (on the text code tiled 4×4) and unconditional.
-* :func:`kl_loss`, :func:`colour_moments` — the losses that go with them.
+* :func:`kl_loss` — the CA's KL term. (StackGAN++'s colour-consistency statistics, used by chapter 2
+  only, are ``chapters.ch2_stackgan.model.colour_moments``.)
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class ConditioningAugmentation(layers.Layer):
             self.fc = layers.Dense(width, kernel_initializer=keras.initializers.RandomNormal(0.0, 0.02))
 
     def call(self, text_embedding, noise=None, training=False):
+        """t (B, D) → (c, μ, log σ²), each (B, ``condition_dim``), with c = μ + σ·ε and σ = exp(½·log σ²)
+        (the reparameterisation trick: c stays differentiable in μ and σ). ε (B, ``condition_dim``) is
+        ``noise`` when given, else a fresh draw: N(0, 1) for v2, a truncated normal (|ε| ≤ 2) for v1."""
+        # BEGIN TASK conditioning_augmentation (ConditioningAugmentation.call)
         h = self.fc(text_embedding)
         if self.parameterisation == "v2":
             h = glu(h)
@@ -95,15 +100,21 @@ class ConditioningAugmentation(layers.Layer):
             noise = (tf.random.normal(shape, dtype=mu.dtype) if self.parameterisation == "v2"
                      else tf.random.truncated_normal(shape, dtype=mu.dtype))
         return mu + tf.exp(0.5 * logvar) * noise, mu, logvar
+        # END TASK conditioning_augmentation
 
 
 def kl_loss(mu, logvar):
-    """KL(N(μ, σ²) ‖ N(0, I)) per example, averaged over dimensions (both official codes use the mean).
+    """KL(N(μ, σ²) ‖ N(0, I)) per example, averaged over dimensions (both official codes use the mean):
 
-    Returns shape (B,); the batch mean of this is the official ``KL_loss``.
+        KL = −½ · mean_d (1 + log σ²_d − μ²_d − σ²_d)
+
+    ``mu``, ``logvar`` (B, d), float16 under mixed precision; computed in float32. Returns shape (B,); the
+    batch mean of this is the official ``KL_loss``.
     """
+    # BEGIN TASK conditioning_augmentation (kl_loss)
     mu, logvar = tf.cast(mu, tf.float32), tf.cast(logvar, tf.float32)
     return -0.5 * tf.reduce_mean(1.0 + logvar - tf.square(mu) - tf.exp(logvar), axis=-1)
+    # END TASK conditioning_augmentation
 
 
 # ---------------------------------------------------------------------------
@@ -224,13 +235,3 @@ class StageDiscriminator(keras.Model):
         if condition is None or self.joint is None:
             return None, self.unconditional(code)
         return self.conditional(code, condition, training=training), self.unconditional(code)
-
-
-def colour_moments(images):
-    """Per-image channel means (B, 3) and covariances (B, 3, 3): the colour-consistency statistics."""
-    images = tf.cast(images, tf.float32)
-    pixels = tf.reshape(images, [tf.shape(images)[0], -1, images.shape[-1]])
-    mean = tf.reduce_mean(pixels, axis=1)
-    centred = pixels - mean[:, None, :]
-    covariance = tf.matmul(centred, centred, transpose_a=True) / tf.cast(tf.shape(pixels)[1], tf.float32)
-    return mean, covariance

@@ -224,16 +224,20 @@ def word_attention(words, regions, lengths, gamma1):
         α[r, t] = softmax over regions of γ1·s̄[·, t];  c_t = Σ_r α[r, t] v_r.
     Returns c (…, T, D) and α (…, T, R).
     """
+    # BEGIN TASK damsm_losses (word_attention)
     words, regions = tf.cast(words, tf.float32), tf.cast(regions, tf.float32)
     valid = tf.sequence_mask(lengths, tf.shape(words)[-2])[..., None, :]  # (…, 1, T)
     scores = tf.where(valid, tf.matmul(regions, words, transpose_b=True), NEGATIVE_INFINITY)  # (…, R, T)
     attention = tf.nn.softmax(gamma1 * tf.nn.softmax(scores, axis=-1), axis=-2)  # words first, then regions
     return tf.matmul(attention, regions, transpose_a=True), tf.linalg.matrix_transpose(attention)
+    # END TASK damsm_losses
 
 
 def cosine(a, b, axis=-1, eps=1e-8):
     """PyTorch ``cosine_similarity``: a·b / max(‖a‖‖b‖, eps)."""
+    # BEGIN TASK damsm_losses (cosine)
     return tf.reduce_sum(a * b, axis) / tf.maximum(tf.norm(a, axis=axis) * tf.norm(b, axis=axis), eps)
+    # END TASK damsm_losses
 
 
 def matching_cross_entropy(scores, class_ids):
@@ -243,6 +247,7 @@ def matching_cross_entropy(scores, class_ids):
     (−1) is its own class (``t2igan.layers.same_class``), so every other caption is its negative. Returns per-example
     (image → caption, caption → image) cross-entropies, each (B,): the official ``loss0``, ``loss1``.
     """
+    # BEGIN TASK damsm_losses (matching_cross_entropy)
     batch = tf.shape(scores)[0]
     if class_ids is not None:
         scores = tf.where(same_class(class_ids) & ~tf.eye(batch, dtype=tf.bool), NEGATIVE_INFINITY, scores)
@@ -250,6 +255,7 @@ def matching_cross_entropy(scores, class_ids):
     image_to_text = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, scores)
     text_to_image = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.transpose(scores))
     return image_to_text, text_to_image
+    # END TASK damsm_losses
 
 
 def words_loss(regions, words, lengths, class_ids=None, gamma1=4.0, gamma2=5.0, gamma3=10.0, paper_score=False):
@@ -264,6 +270,7 @@ def words_loss(regions, words, lengths, class_ids=None, gamma1=4.0, gamma2=5.0, 
     regions = tf.cast(regions, tf.float32)
     if regions.shape.rank == 4:
         regions = tf.reshape(regions, [tf.shape(regions)[0], -1, regions.shape[-1]])
+    # BEGIN TASK damsm_losses (words_loss)
     words = tf.cast(words, tf.float32)
     # Every (image j, caption i) pair at once: image axis first, caption axis second.
     context, _ = word_attention(words[None], regions[:, None], lengths[None], gamma1)  # (B_img, B_cap, T, D)
@@ -273,13 +280,16 @@ def words_loss(regions, words, lengths, class_ids=None, gamma1=4.0, gamma2=5.0, 
     if paper_score:
         score = score / gamma2
     return matching_cross_entropy(gamma3 * score, class_ids)
+    # END TASK damsm_losses
 
 
 def sentence_loss(global_features, sentence, class_ids=None, gamma3=10.0):
     """Sentence-level DAMSM loss (Eq. 11–13 with R = cos(v̄_j, ē_i)): per-example (s0, s1), each (B,)."""
+    # BEGIN TASK damsm_losses (sentence_loss)
     global_features, sentence = tf.cast(global_features, tf.float32), tf.cast(sentence, tf.float32)
     scores = cosine(global_features[:, None], sentence[None])  # (B_img, B_cap)
     return matching_cross_entropy(gamma3 * scores, class_ids)
+    # END TASK damsm_losses
 
 
 # ---------------------------------------------------------------------------

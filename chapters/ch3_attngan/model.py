@@ -68,18 +68,20 @@ class WordAttention(layers.Layer):
     def call(self, h, words, word_mask):
         batch, height, width = tf.shape(h)[0], tf.shape(h)[1], tf.shape(h)[2]
         pixels = height * width
-        keys = self.project(tf.cast(words, h.dtype))  # (B, T, C)
-        queries = tf.reshape(h, [batch, pixels, h.shape[-1]])
-        scores = tf.matmul(queries, keys, transpose_b=True)  # (B, HW, T)
         if self.faithful_mask_bug:
             source = (tf.range(batch)[:, None] * pixels + tf.range(pixels)[None, :]) % batch  # (B, HW)
             mask = tf.gather(word_mask, source)  # (B, HW, T): pixel q of b gets sample source[b, q]'s mask
         else:
             mask = word_mask[:, None, :]
+        # BEGIN TASK word_attention (WordAttention.call)
+        keys = self.project(tf.cast(words, h.dtype))  # (B, T, C)
+        queries = tf.reshape(h, [batch, pixels, h.shape[-1]])
+        scores = tf.matmul(queries, keys, transpose_b=True)  # (B, HW, T)
         attention = tf.nn.softmax(tf.where(mask, scores, tf.cast(NEGATIVE_INFINITY, scores.dtype)), axis=-1)
         context = tf.reshape(tf.matmul(attention, keys), tf.shape(h))
         maps = tf.reshape(tf.transpose(attention, [0, 2, 1]), [batch, -1, height, width])
         return context, maps
+        # END TASK word_attention
 
 
 GlobalAttentionGeneral = WordAttention  # the official name
@@ -131,6 +133,7 @@ class AttnGanGenerator(keras.Model):
         for up in self.first_ups:
             h = up(h, training=training)
         features, attention_maps = [h], []
+        # BEGIN TASK attention_stage (AttnGanGenerator.call)
         for attention, residuals, up in zip(self.attentions, self.residuals, self.next_ups):
             context, maps = attention(h, words, tf.cast(word_mask, tf.bool))
             h = tf.concat([h, context], axis=-1)  # [h, context], h first
@@ -139,6 +142,7 @@ class AttnGanGenerator(keras.Model):
             h = up(h, training=training)
             features.append(h)
             attention_maps.append(tf.cast(maps, tf.float32))
+        # END TASK attention_stage
         images = [tf.cast(tf.tanh(head(f)), tf.float32) for head, f in zip(self.to_images, features)]
         return images, attention_maps, mu, logvar
 

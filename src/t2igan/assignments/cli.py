@@ -174,10 +174,11 @@ def grade(root: str, tasks_module: str, chapter: int, tasks: list[Task], student
         names = set(handed_out.get("tasks", []))
         tasks = [task for task in tasks if task.name in names] or tasks
     elif os.path.isfile(student):
-        tasks = [task for task in tasks if grader.student_file(student, task)]
-        if not tasks:
+        present = [task for task in tasks if grader.student_file(student, task)]
+        if not present:
             raise ValueError(f"{student} holds no task of chapter {chapter}; its tasks are in "
                              f"{', '.join(sorted({t.file for t in tasks}))}.")
+        tasks = present
     started = time.time()
     say = (lambda *a: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     say(f"grading chapter {chapter}: {', '.join(task.name for task in tasks)} ({student})")
@@ -233,6 +234,47 @@ def mutation_score(root: str, tasks_module: str, tasks: list[Task], time_factor:
     return rows
 
 
+def mutation_score_of_tests(root: str, tasks: list[Task], pytest_arguments: list[str], timeout_s: float = 900.0):
+    """Plant every mutation in a scratch copy of the project and run pytest there: rows (task, mutation,
+    caught, seconds). The number for the project's own tests, beside the grader's."""
+    import subprocess
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="t2igan-mutants-") as scratch:
+        copy = os.path.join(scratch, "project")
+        regions_module.copy_project(root, copy, ())
+        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                           PYTHONPATH=os.pathsep.join([os.path.join(copy, "src"), copy]))
+        command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *pytest_arguments]
+        control = subprocess.run(command, cwd=copy, env=environment, capture_output=True, text=True, timeout=timeout_s)
+        if control.returncode != 0:  # a red suite would count every mutation as caught
+            raise RuntimeError(f"pytest {' '.join(pytest_arguments)} fails on the unmutated project; fix that first: "
+                               f"{control.stdout[-800:]}")
+        for task in tasks:
+            path = os.path.join(copy, task.file)
+            with open(path, encoding="utf-8") as handle:
+                original = handle.read()
+            found = regions_module.task_regions(original, task.name, task.file)
+            for mutation in task.mutations:
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write(regions_module.replace_regions(original, task.name,
+                                                                mutated_bodies(found, mutation, task), task.file))
+                started = time.time()
+                try:
+                    finished = subprocess.run(command, cwd=copy, env=environment, capture_output=True, text=True,
+                                              timeout=timeout_s)
+                    caught = finished.returncode != 0
+                except subprocess.TimeoutExpired:
+                    caught = True
+                rows.append((task.name, mutation.name, caught, time.time() - started))
+                print(f"{task.name:<22} {mutation.name:<44} {'caught' if caught else 'MISSED'} "
+                      f"({rows[-1][3]:.0f} s)", flush=True)
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(original)
+    return rows
+
+
 def main(tasks: list[Task], chapter: int, tasks_file: str) -> None:
     root = project_root(tasks_file)
     tasks_module = os.path.relpath(os.path.abspath(tasks_file), root)[:-3].replace(os.sep, ".")
@@ -252,6 +294,8 @@ def main(tasks: list[Task], chapter: int, tasks_file: str) -> None:
     mutants = commands.add_parser("mutations", help="plant every listed mistake in the reference and grade it")
     mutants.add_argument("--tasks", default="")
     mutants.add_argument("--time_factor", type=float, default=float(os.environ.get("T2IGAN_GRADER_TIME_FACTOR", 1)))
+    mutants.add_argument("--pytest", default="", help="instead of the grader, run pytest with these arguments on each "
+                         "mutated copy (e.g. --pytest tests/test_chapter04_model.py): the project tests' mutation score")
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("jobs")
     worker.add_argument("results")
@@ -276,6 +320,11 @@ def main(tasks: list[Task], chapter: int, tasks_file: str) -> None:
         elif arguments.command == "grade":
             selected = choose(tasks, arguments.tasks) if arguments.tasks else tasks
             grade(root, tasks_module, chapter, selected, arguments.student, arguments.results, arguments.time_factor)
+        elif arguments.command == "mutations" and arguments.pytest:
+            import shlex
+
+            rows = mutation_score_of_tests(root, choose(tasks, arguments.tasks), shlex.split(arguments.pytest))
+            print(f"mutation score of pytest {arguments.pytest}: {sum(r[2] for r in rows)} / {len(rows)} planted bugs caught")
         elif arguments.command == "mutations":
             rows = mutation_score(root, tasks_module, choose(tasks, arguments.tasks), arguments.time_factor)
             caught = sum(1 for task, name, lost, _ in rows if name != "(reference)" and lost > 0)

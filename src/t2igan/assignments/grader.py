@@ -75,7 +75,9 @@ def build_module(root: str, task: Task, job: dict) -> types.ModuleType:
 
 def describe_exception(error: BaseException, module: types.ModuleType | None, job: dict, task: Task) -> str:
     """One line: what was raised, and where in the student's file when it came from their lines."""
-    text = f"{type(error).__name__}: {error}".strip()
+    from t2igan.assignments.checks import CheckFailed
+
+    text = str(error) if isinstance(error, CheckFailed) else f"{type(error).__name__}: {error}".strip()
     if isinstance(error, NotImplementedError) and regions_module.TODO in str(error):
         return "not implemented yet (the stub still raises NotImplementedError)."
     if len(text) > 600:
@@ -285,7 +287,10 @@ def student_file(student: str, task: Task) -> str | None:
     """Where a task's module is in a student's submission: the same path in a copy of the project, or a
     file of the same name at the top of the folder (a Gradescope upload), or ``student`` itself."""
     if os.path.isfile(student):
-        return student if os.path.basename(student) == os.path.basename(task.file) else None
+        if os.path.basename(student) == os.path.basename(task.file):
+            return student
+        with open(student, encoding="utf-8", errors="replace") as handle:  # a renamed file: its markers tell
+            return student if f"# BEGIN TASK {task.name} (" in handle.read() else None
     for candidate in (os.path.join(student, task.file), os.path.join(student, os.path.basename(task.file))):
         if os.path.isfile(candidate):
             return candidate

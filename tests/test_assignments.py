@@ -112,77 +112,85 @@ def test_splicing_replaces_only_the_task_bodies():
 
 
 # ------------------------------------------------------------------ every chapter
-@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
-def test_tasks_are_declared_for_what_the_paper_teaches(chapter):
-    tasks = tasks_of(chapter)
-    assignment_cli.check_declarations(ROOT, tasks)  # regions exist, one stub per part, every mutation applies once
-    assert len(tasks) >= 3, f"chapter {chapter} has {len(tasks)} tasks; the course needs at least 3"
-    for task in tasks:
-        assert len(task.mutations) >= 3, f"{task.name}: list at least 3 typical mistakes"
-        assert task.week in ("1-week", "2-week"), f"{task.name}: say whether it fits a 1-week or 2-week assignment"
+class ChapterAssignment:
+    """The checks of one chapter's assignment. One class per chapter (below), so that pytest-xdist's
+    ``--dist loadscope`` spreads the chapters over its workers."""
+
+    chapter: int
+
+    def test_tasks_are_declared_for_what_the_paper_teaches(self):
+        tasks = tasks_of(self.chapter)
+        assignment_cli.check_declarations(ROOT, tasks)  # regions exist, one stub per part, every mutation applies once
+        assert len(tasks) >= 3, f"chapter {self.chapter} has {len(tasks)} tasks; the course needs at least 3"
+        for task in tasks:
+            assert len(task.mutations) >= 3, f"{task.name}: list at least 3 typical mistakes"
+            assert task.week in ("1-week", "2-week"), f"{task.name}: say whether it fits a 1-week or 2-week assignment"
+
+    def test_reference_full_points_and_every_planted_mistake_loses_points(self):
+        """One worker grades the reference and every mutation of every task (the mutation score of the
+        grader; the reference rows are the golden checks of ``make test``)."""
+        chapter = self.chapter
+        tasks = tasks_of(chapter)
+        rows = assignment_cli.mutation_score(ROOT, f"chapters.{CHAPTERS[chapter]}.tasks", tasks, TIME_FACTOR,
+                                             first_failure_only=True)
+        failures = []
+        for task_name, mutation, lost, graded in rows:
+            if mutation == "(reference)" and lost:
+                failures += [f"reference {task_name}: {r.check}: {r.message}" for r in graded if not r.passed]
+            elif mutation != "(reference)" and not lost:
+                failures.append(f"{task_name}: planted mistake {mutation!r} lost no points")
+        planted = sum(1 for row in rows if row[1] != "(reference)")
+        caught = sum(1 for row in rows if row[1] != "(reference)" and row[2] > 0)
+        print(f"chapter {chapter}: mutation score {caught} / {planted}")
+        assert not failures, "\n".join(failures)
+
+    def test_student_copy_scores_zero_leaks_nothing_and_stops_with_the_task_message(self, tmp_path):
+        chapter = self.chapter
+        copy = tmp_path / "student"
+        made = run_tasks_command(chapter, "assignment", "--out", str(copy))
+        assert made.returncode == 0, made.stderr
+        tasks = tasks_of(chapter)
+        # nothing that gives a solution away: the graders, the hidden tests, any solution line
+        files = regions.project_files(str(copy))
+        assert not [path for path in files if re.fullmatch(r"chapters/\w+/tasks.py", path) or path.startswith("tests/test_assignments")]
+        assert not [path for task in tasks for path in task.hidden_files if path in files]
+        outside = assignment_cli.lines_outside_regions(ROOT)
+        for task in tasks:
+            solution = {line for line in regions.solution_lines(assignment_cli.reference_regions(ROOT, task))
+                        if (line not in outside or len(line) > 40) and not re.match(assignment_cli.GENERIC_LINE, line)}
+            assert solution, f"{task.name}: no distinctive solution line to check"
+            with open(copy / task.file, encoding="utf-8") as handle:
+                student_lines = {line.strip() for line in handle}
+            assert not solution & student_lines, f"{task.name}: solution lines in the copy: {sorted(solution & student_lines)[:3]}"
+        # graded: 0 points, the total last, Gradescope's fields
+        graded = run_tasks_command(chapter, "grade", "--student", str(copy), "--time_factor", str(TIME_FACTOR), timeout=180)
+        assert graded.returncode == 0, graded.stderr[-2000:]
+        total = sum(task.points for task in tasks)
+        assert graded.stdout.strip().splitlines()[-1] == f"score: 0 / {total}", graded.stdout[-1500:]
+        assert "not implemented yet" in graded.stdout
+        with open(copy / "results.json", encoding="utf-8") as handle:
+            results = json.load(handle)
+        assert gradescope_problems(results) == []
+        assert results["score"] == 0 and len(results["tests"]) == sum(len(task.checks) for task in tasks)
+        assert sum(test["max_score"] for test in results["tests"]) == total
+        # the copy's own smoke training stops with the task's sentence, exit 2, no traceback
+        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([str(copy / "src"), str(copy)]))
+        venv = os.path.dirname(os.path.dirname(sys.executable))
+        train = subprocess.run(["make", "-s", f"chapter{chapter}-train", "PROFILE=smoke", f"VENV={venv}",
+                                f"RUN_DIR={tmp_path / 'run'}", f"ARGS=--data_root={tmp_path / 'data'}"], cwd=copy,
+                               env=environment, capture_output=True, text=True, timeout=time_limit(240))
+        assert train.returncode == 2, train.stderr[-3000:]
+        last = train.stderr.strip().splitlines()
+        message = [line for line in last if line.startswith("error: TODO(student): task '")]
+        assert message, train.stderr[-3000:]
+        assert "Traceback" not in train.stderr
+        names = {task.name for task in tasks}
+        assert re.search(r"task '(\w+)'", message[-1])[1] in names
 
 
-@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
-def test_reference_full_points_and_every_planted_mistake_loses_points(chapter):
-    """One worker grades the reference and every mutation of every task (the mutation score of the grader;
-    the reference rows are the golden checks of ``make test``)."""
-    tasks = tasks_of(chapter)
-    rows = assignment_cli.mutation_score(ROOT, f"chapters.{CHAPTERS[chapter]}.tasks", tasks, TIME_FACTOR,
-                                         first_failure_only=True)
-    failures = []
-    for task_name, mutation, lost, graded in rows:
-        if mutation == "(reference)" and lost:
-            failures += [f"reference {task_name}: {r.check}: {r.message}" for r in graded if not r.passed]
-        elif mutation != "(reference)" and not lost:
-            failures.append(f"{task_name}: planted mistake {mutation!r} lost no points")
-    planted = sum(1 for row in rows if row[1] != "(reference)")
-    caught = sum(1 for row in rows if row[1] != "(reference)" and row[2] > 0)
-    print(f"chapter {chapter}: mutation score {caught} / {planted}")
-    assert not failures, "\n".join(failures)
-
-
-@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
-def test_student_copy_scores_zero_leaks_nothing_and_stops_with_the_task_message(chapter, tmp_path):
-    copy = tmp_path / "student"
-    made = run_tasks_command(chapter, "assignment", "--out", str(copy))
-    assert made.returncode == 0, made.stderr
-    tasks = tasks_of(chapter)
-    # nothing that gives a solution away: the graders, the hidden tests, any solution line
-    files = regions.project_files(str(copy))
-    assert not [path for path in files if re.fullmatch(r"chapters/\w+/tasks.py", path) or path.startswith("tests/test_assignments")]
-    assert not [path for task in tasks for path in task.hidden_files if path in files]
-    outside = assignment_cli.lines_outside_regions(ROOT)
-    for task in tasks:
-        solution = {line for line in regions.solution_lines(assignment_cli.reference_regions(ROOT, task))
-                    if (line not in outside or len(line) > 40) and not re.match(assignment_cli.GENERIC_LINE, line)}
-        assert solution, f"{task.name}: no distinctive solution line to check"
-        with open(copy / task.file, encoding="utf-8") as handle:
-            student_lines = {line.strip() for line in handle}
-        assert not solution & student_lines, f"{task.name}: solution lines in the copy: {sorted(solution & student_lines)[:3]}"
-    # graded: 0 points, the total last, Gradescope's fields
-    graded = run_tasks_command(chapter, "grade", "--student", str(copy), "--time_factor", str(TIME_FACTOR), timeout=180)
-    assert graded.returncode == 0, graded.stderr[-2000:]
-    total = sum(task.points for task in tasks)
-    assert graded.stdout.strip().splitlines()[-1] == f"score: 0 / {total}", graded.stdout[-1500:]
-    assert "not implemented yet" in graded.stdout
-    with open(copy / "results.json", encoding="utf-8") as handle:
-        results = json.load(handle)
-    assert gradescope_problems(results) == []
-    assert results["score"] == 0 and len(results["tests"]) == sum(len(task.checks) for task in tasks)
-    assert sum(test["max_score"] for test in results["tests"]) == total
-    # the copy's own smoke training stops with the task's sentence, exit 2, no traceback
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([str(copy / "src"), str(copy)]))
-    venv = os.path.dirname(os.path.dirname(sys.executable))
-    train = subprocess.run(["make", "-s", f"chapter{chapter}-train", "PROFILE=smoke", f"VENV={venv}",
-                            f"RUN_DIR={tmp_path / 'run'}", f"ARGS=--data_root={tmp_path / 'data'}"], cwd=copy,
-                           env=environment, capture_output=True, text=True, timeout=time_limit(240))
-    assert train.returncode == 2, train.stderr[-3000:]
-    last = train.stderr.strip().splitlines()
-    message = [line for line in last if line.startswith("error: TODO(student): task '")]
-    assert message, train.stderr[-3000:]
-    assert "Traceback" not in train.stderr
-    names = {task.name for task in tasks}
-    assert re.search(r"task '(\w+)'", message[-1])[1] in names
+for _number in sorted(CHAPTERS):
+    globals()[f"TestChapter{_number}Assignment"] = type(f"TestChapter{_number}Assignment", (ChapterAssignment,),
+                                                         {"chapter": _number})
 
 
 # ------------------------------------------------------------------ the grader survives the student
@@ -198,42 +206,44 @@ BROKEN = {
 
 
 @pytest.mark.skipif(4 not in CHAPTERS, reason="chapter 4 has no tasks")
-def test_an_endless_loop_an_exit_nan_and_a_syntax_error_cost_only_their_task(tmp_path):
-    path = os.path.join(ROOT, "chapters", CHAPTERS[4], "model.py")
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    for task, bodies in BROKEN.items():
-        reference = regions.task_regions(text, task, path)
-        text = regions.replace_regions(text, task, [body.splitlines(keepends=True) if body is not None else
-                                                    list(region.body) for body, region in zip(bodies, reference)], path)
-    student = tmp_path / "model.py"
-    student.write_text(text, encoding="utf-8")
-    # the endless loop has a 90 s limit × this factor; the factor keeps it short here and generous under load
-    factor = max(0.2, TIME_FACTOR / 15)
-    graded = run_tasks_command(4, "grade", "--student", str(student), "--time_factor", str(factor), timeout=240)
-    assert graded.returncode == 0, graded.stderr[-2000:]
-    out = graded.stdout
-    assert re.search(r"task affine_fusion .*: 0 / 12", out) and "time limit" in out
-    assert re.search(r"task magp .*: 0 / 11", out) and "grading process ended (exit code 3)" in out
-    assert "non-finite" in out  # the NaN is a failed check, with where it is
-    hinge = re.search(r"task hinge_loss .*: (\d+) / 11", out)
-    assert hinge and 0 < int(hinge[1]) < 11  # the correct parts (pairs, generator loss) keep their points
-    assert re.search(r"task rat_controller .*: 0 / 9", out) and "SyntaxError" in out
-    assert out.strip().splitlines()[-1] == f"score: {hinge[1]} / 43"
-    with open(tmp_path / "results.json", encoding="utf-8") as handle:
-        assert gradescope_problems(json.load(handle)) == []
+class TestGraderRobustness:
+    """On chapter 4: what a student can do wrong costs only that task, and the report says so."""
+
+    def test_an_endless_loop_an_exit_nan_and_a_syntax_error_cost_only_their_task(self, tmp_path):
+        path = os.path.join(ROOT, "chapters", CHAPTERS[4], "model.py")
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        for task, bodies in BROKEN.items():
+            reference = regions.task_regions(text, task, path)
+            text = regions.replace_regions(text, task, [body.splitlines(keepends=True) if body is not None else
+                                                        list(region.body) for body, region in zip(bodies, reference)], path)
+        student = tmp_path / "model.py"
+        student.write_text(text, encoding="utf-8")
+        # the endless loop has a 90 s limit × this factor; the factor keeps it short here and generous under load
+        factor = max(0.2, TIME_FACTOR / 15)
+        graded = run_tasks_command(4, "grade", "--student", str(student), "--time_factor", str(factor), timeout=240)
+        assert graded.returncode == 0, graded.stderr[-2000:]
+        out = graded.stdout
+        assert re.search(r"task affine_fusion .*: 0 / 12", out) and "time limit" in out
+        assert re.search(r"task magp .*: 0 / 11", out) and "grading process ended (exit code 3)" in out
+        assert "non-finite" in out  # the NaN is a failed check, with where it is
+        hinge = re.search(r"task hinge_loss .*: (\d+) / 11", out)
+        assert hinge and 0 < int(hinge[1]) < 11  # the correct parts (pairs, generator loss) keep their points
+        assert re.search(r"task rat_controller .*: 0 / 9", out) and "SyntaxError" in out
+        assert out.strip().splitlines()[-1] == f"score: {hinge[1]} / 43"
+        with open(tmp_path / "results.json", encoding="utf-8") as handle:
+            assert gradescope_problems(json.load(handle)) == []
 
 
-@pytest.mark.skipif(4 not in CHAPTERS, reason="chapter 4 has no tasks")
-def test_missing_markers_and_a_wrong_submission_are_explained(tmp_path):
-    tasks = tasks_of(4)
-    student = tmp_path / "model.py"
-    with open(os.path.join(ROOT, tasks[0].file), encoding="utf-8") as handle:
-        student.write_text(handle.read().replace("        # END TASK affine_fusion\n", "", 1), encoding="utf-8")
-    jobs, problems = grader.jobs_for_student(str(student), tasks)
-    assert "affine_fusion" not in {job.task for job in jobs}
-    assert "markers" in problems["affine_fusion"] or "never closed" in problems["affine_fusion"]
-    missing = run_tasks_command(4, "grade", "--student", str(tmp_path / "nothing"))
-    assert missing.returncode == 2 and missing.stderr.startswith("error: STUDENT=") and "Traceback" not in missing.stderr
-    unknown = run_tasks_command(4, "assignment", "--out", str(tmp_path / "x"), "--tasks", "hinge_los")
-    assert unknown.returncode == 2 and "Did you mean hinge_loss?" in unknown.stderr
+    def test_missing_markers_and_a_wrong_submission_are_explained(self, tmp_path):
+        tasks = tasks_of(4)
+        student = tmp_path / "model.py"
+        with open(os.path.join(ROOT, tasks[0].file), encoding="utf-8") as handle:
+            student.write_text(handle.read().replace("        # END TASK affine_fusion\n", "", 1), encoding="utf-8")
+        jobs, problems = grader.jobs_for_student(str(student), tasks)
+        assert "affine_fusion" not in {job.task for job in jobs}
+        assert "markers" in problems["affine_fusion"] or "never closed" in problems["affine_fusion"]
+        missing = run_tasks_command(4, "grade", "--student", str(tmp_path / "nothing"))
+        assert missing.returncode == 2 and missing.stderr.startswith("error: STUDENT=") and "Traceback" not in missing.stderr
+        unknown = run_tasks_command(4, "assignment", "--out", str(tmp_path / "x"), "--tasks", "hinge_los")
+        assert unknown.returncode == 2 and "Did you mean hinge_loss?" in unknown.stderr

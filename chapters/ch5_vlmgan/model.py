@@ -82,6 +82,7 @@ def local_pairs(regions, words, word_mask, gamma1, gamma2, form):
     damsm:       c_t from chapter 3's attention (dot products normalised over words first; needs right padding)
     both:        R_t = cos(c_t, φ_t);  S_local = (1/γ2)·log Σ_{valid t} exp(γ2·R_t)   (AttnGAN Eq. 10 form)
     """
+    # BEGIN TASK matching_scores (local_pairs)
     if form == "walkthrough":
         similarity = tf.matmul(normalize(regions), normalize(words), transpose_b=True)  # (…, R, T)
         attention = tf.nn.softmax(gamma1 * similarity, axis=-2)  # over the regions
@@ -92,25 +93,30 @@ def local_pairs(regions, words, word_mask, gamma1, gamma2, form):
         raise ValueError(f"local form must be one of {LOCAL_FORMS}, not {form!r}.")
     relevance = cosine(context, words)  # (…, T)
     return tf.reduce_logsumexp(tf.where(word_mask, gamma2 * relevance, NEGATIVE_INFINITY), axis=-1) / gamma2
+    # END TASK matching_scores
 
 
 def local_score(regions, words, word_mask, gamma1=4.0, gamma2=5.0, form="walkthrough", pairwise=True):
     """(S_local matrix (B_img, B_cap) or None, matched S_local (B,)); ``pairwise=False`` skips the matrix."""
+    # BEGIN TASK matching_scores (local_score)
     regions, words = flatten_regions(regions), tf.cast(words, tf.float32)
     word_mask = tf.cast(word_mask, tf.bool)
     if not pairwise:
         return None, local_pairs(regions, words, word_mask, gamma1, gamma2, form)
     matrix = local_pairs(regions[:, None], words[None], word_mask[None], gamma1, gamma2, form)  # image axis first
     return matrix, tf.linalg.diag_part(matrix)
+    # END TASK matching_scores
 
 
 def global_score(image_global, sentence, pairwise=True):
     """(S_global matrix (B_img, B_cap) or None, matched S_global (B,)): S_global = cos(ϕ̄, φ̄)."""
+    # BEGIN TASK matching_scores (global_score)
     image_global, sentence = tf.cast(image_global, tf.float32), tf.cast(sentence, tf.float32)
     if not pairwise:
         return None, cosine(image_global, sentence)
     matrix = cosine(image_global[:, None], sentence[None])
     return matrix, tf.linalg.diag_part(matrix)
+    # END TASK matching_scores
 
 
 class EncoderLayer(layers.Layer):
@@ -206,9 +212,11 @@ def msb_parameter_count(width=256, depth=2, ffn=1024, regions=289, words=18):
 def contrastive_losses(local_matrix, global_matrix, class_ids, gamma3=10.0):
     """DAMSM's batch cross-entropy in both directions, same-class pairs masked, on γ3·S: (L_local, L_global) (B,).
     With the 1/γ2 of S_local the logit scale is γ3 = 10, not the official DAMSM code's γ2·γ3 = 50."""
+    # BEGIN TASK vlm_loss (contrastive_losses)
     local0, local1 = matching_cross_entropy(gamma3 * local_matrix, class_ids)
     global0, global1 = matching_cross_entropy(gamma3 * global_matrix, class_ids)
     return local0 + local1, global0 + global1
+    # END TASK vlm_loss
 
 
 def negative_captions(global_matrix, class_ids, hard=False):
@@ -277,12 +285,14 @@ def vlm_loss(regions, image_global, general_logit, words, sentence, word_mask, c
     """Text–visual L_VLM = L_local + L_global + L_general of generated images against the batch captions:
     the pretraining contrastive losses (AttnGAN's DAMSM-term pattern) and L_general = −log S_general(x̂, T)
     (= softplus(−logit) from the MSB's ``logits``). Returns (L_VLM, {local, global, general}, matched scores)."""
+    # BEGIN TASK vlm_loss (vlm_loss)
     local_matrix, local_matched = local_score(regions, words, word_mask, gamma1, gamma2, local_form)
     global_matrix, global_matched = global_score(image_global, sentence)
-    local, global_ = contrastive_losses(local_matrix, global_matrix, class_ids, gamma3)
+    local_loss, global_loss = contrastive_losses(local_matrix, global_matrix, class_ids, gamma3)
     general = tf.nn.softplus(-tf.cast(general_logit, tf.float32))
     scores = {"local": local_matched, "global": global_matched, "general": tf.sigmoid(general_logit)}
-    return local + global_ + general, {"local": local, "global": global_, "general": general}, scores
+    return local_loss + global_loss + general, {"local": local_loss, "global": global_loss, "general": general}, scores
+    # END TASK vlm_loss
 
 
 def vvm_loss(fake_regions, fake_global, real_regions, real_global, fake_pooled, real_pooled, gamma1=4.0):
@@ -290,6 +300,7 @@ def vvm_loss(fake_regions, fake_global, real_regions, real_global, fake_pooled, 
     stop-gradient):  L_VG = 1 − cos(ϕ̄(x̂), ϕ̄(x));  L_VL = 1 − mean_r cos(ϕ_r(x), c_r) with c_r = Σ_k
     softmax_k(γ1·cos(ϕ_r(x), ϕ_k(x̂)))·ϕ_k(x̂) (pose-tolerant, not position-wise);  L_VGEN = mean_d of the
     squared difference of the MSB's pooled features for (x̂, T) and (x, T). Returns (L_VVM, components)."""
+    # BEGIN TASK vvm_loss (vvm_loss)
     fake_regions, real_regions = flatten_regions(fake_regions), tf.stop_gradient(flatten_regions(real_regions))
     real_global = tf.stop_gradient(tf.cast(real_global, tf.float32))
     visual_global = 1.0 - cosine(tf.cast(fake_global, tf.float32), real_global)
@@ -300,6 +311,7 @@ def vvm_loss(fake_regions, fake_global, real_regions, real_global, fake_pooled, 
     visual_general = tf.reduce_mean(tf.square(difference), axis=-1)
     return (visual_global + visual_local + visual_general,
             {"global": visual_global, "local": visual_local, "general": visual_general})
+    # END TASK vvm_loss
 
 
 # ---------------------------------------------------------------------------
@@ -345,6 +357,7 @@ class VlmTerms:
     def vlm_terms(self, fake, batch):
         """λ2·L_VLM + λ1·L_VVM per example on the generated images ``fake`` (U13, U16), and their logs;
         zero (and no VLM pass) when λ1 = λ2 = 0."""
+        # BEGIN TASK vlm_plugin (VlmTerms.vlm_terms)
         if not (self.vvm_weight or self.vlm_weight):
             return tf.zeros([tf.shape(fake)[0]], tf.float32), {}
         gamma1, gamma2, gamma3 = self.vlm_gammas
@@ -355,26 +368,29 @@ class VlmTerms:
         lengths = batch["caption_length"]
         words, sentence = self.vlm_text_encoder([batch["caption_ids"], lengths], training=False)
         words, sentence = tf.stop_gradient(words), tf.stop_gradient(sentence)
-        mask = tf.sequence_mask(lengths, tf.shape(words)[1])
+        word_mask = tf.sequence_mask(lengths, tf.shape(words)[1])
         fake_regions, fake_global = self.vlm_image_encoder(self.to_vlm_size(fake), training=False)
         fake_regions = flatten_regions(fake_regions)
         real_regions, real_global = (tf.stop_gradient(tf.cast(x, tf.float32)) for x in
                                      self.vlm_image_encoder(self.to_vlm_size(real), training=False))
         real_regions = flatten_regions(real_regions)
-        fake_logit, fake_pooled = self.msb.logits([fake_regions, fake_global, words, sentence, mask], training=False)
-        real_logit, real_pooled = (tf.stop_gradient(x) for x in
-                                   self.msb.logits([real_regions, real_global, words, sentence, mask], training=False))
-        vlm, vlm_terms, fake_scores = vlm_loss(fake_regions, fake_global, fake_logit, words, sentence, mask,
+        fake_logit, fake_pooled = self.msb.logits([fake_regions, fake_global, words, sentence, word_mask],
+                                                  training=False)
+        real_logit, real_pooled = (tf.stop_gradient(x) for x in self.msb.logits(
+            [real_regions, real_global, words, sentence, word_mask], training=False))
+        vlm, vlm_terms, fake_scores = vlm_loss(fake_regions, fake_global, fake_logit, words, sentence, word_mask,
                                                batch.get("class_id"), gamma1, gamma2, gamma3, self.local_form)
         vvm, vvm_terms = vvm_loss(fake_regions, fake_global, real_regions, real_global, fake_pooled, real_pooled,
                                   gamma1)
-        real_scores = {"local": local_score(real_regions, words, mask, gamma1, gamma2, self.local_form, False)[1],
-                       "global": global_score(real_global, sentence, False)[1], "general": tf.sigmoid(real_logit)}
+        real_local = local_score(real_regions, words, word_mask, gamma1, gamma2, self.local_form, False)[1]
+        real_scores = {"local": real_local, "global": global_score(real_global, sentence, False)[1],
+                       "general": tf.sigmoid(real_logit)}
         logs = {"vlm": vlm, "vvm": vvm, **{f"vlm_{k}": v for k, v in vlm_terms.items()},
                 **{f"vvm_{k}": v for k, v in vvm_terms.items()},
                 **{f"scores_{k}_fake": v for k, v in fake_scores.items()},
                 **{f"scores_{k}_real": v for k, v in real_scores.items()}}
         return self.vlm_weight * vlm + self.vvm_weight * vvm, logs
+        # END TASK vlm_plugin
 
 
 class VlmAttnGan(VlmTerms, attngan.AttnGan):

@@ -26,9 +26,23 @@ CHAPTER_4 := ch4_dfgan_ratgan
 CHAPTER_5 := ch5_vlmgan
 V4 = --variant=$(or $(VARIANT),ratgan)
 V5 = --variant=$(or $(VARIANT),dfgan)
+# sample/eval: a run is used as it was trained; VARIANT, when given, must match it (checked by the chapter)
+VS = $(if $(VARIANT),--variant=$(VARIANT))
+# TEXT reaches the program verbatim: make's $ and the shell's quotes and $ are not expanded
+QUOTED_TEXT = '$(subst ','\'',$(value TEXT))'
+
 SCORE_RUN ?=
 BENCHMARK_PROFILE ?= paper
 ATTN    ?= 0
+
+# A variable given on the command line that no target reads (a typo such as TXET=) is an error, not a default.
+KNOWN_VARIABLES = PYTHON VENV GPU DATASET PROFILE RUN_DIR ARGS TEXT N SEED REAL FAKE EXTRACTOR WEIGHTS VARIANT \
+                  SCORE_RUN BENCHMARK_PROFILE ATTN CHAPTER TASKS OUT STUDENT RESULTS LOGDIR GENERATOR TEXT_ENCODER \
+                  IMAGE_ENCODER DAMSM_DIR TEST_WORKERS
+UNKNOWN_VARIABLES := $(filter-out $(KNOWN_VARIABLES),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(strip $(UNKNOWN_VARIABLES)),)
+$(error $(UNKNOWN_VARIABLES): not a variable of this Makefile (a typo?); the variables are $(KNOWN_VARIABLES))
+endif
 
 COMMON = --dataset=$(DATASET) --profile=$(PROFILE) $(if $(RUN_DIR),--run_dir=$(RUN_DIR))
 
@@ -83,7 +97,7 @@ chapter1-train: install
 	$(PY) -m chapters.$(CHAPTER_1) train $(COMMON) $(ARGS)
 
 chapter1-sample: install
-	$(PY) -m chapters.$(CHAPTER_1) sample $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_1) sample $(COMMON) --text=$(QUOTED_TEXT) --n=$(N) --sample_seed=$(SEED) $(ARGS)
 
 chapter1-eval: install
 	$(PY) -m chapters.$(CHAPTER_1) eval $(COMMON) --sample_seed=$(SEED) $(ARGS)
@@ -97,9 +111,9 @@ chapter2-pretrain: install
 chapter2-train: install
 	$(PY) -m chapters.$(CHAPTER_2) train --variant=$(or $(VARIANT),v2) $(COMMON) $(ARGS)
 chapter2-sample: install
-	$(PY) -m chapters.$(CHAPTER_2) sample --variant=$(or $(VARIANT),v2) $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_2) sample $(VS) $(COMMON) --text=$(QUOTED_TEXT) --n=$(N) --sample_seed=$(SEED) $(ARGS)
 chapter2-eval: install
-	$(PY) -m chapters.$(CHAPTER_2) eval --variant=$(or $(VARIANT),v2) $(COMMON) --sample_seed=$(SEED) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_2) eval $(VS) $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter2-check: install
 	$(PY) -m pytest -q tests/test_chapter02_model.py tests/test_chapter02.py
 
@@ -109,7 +123,7 @@ chapter3-pretrain: install
 chapter3-train: install
 	$(PY) -m chapters.$(CHAPTER_3) train $(COMMON) $(ARGS)
 chapter3-sample: install
-	$(PY) -m chapters.$(CHAPTER_3) sample $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(if $(filter 1,$(ATTN)),--attention) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_3) sample $(COMMON) --text=$(QUOTED_TEXT) --n=$(N) --sample_seed=$(SEED) $(if $(filter 1,$(ATTN)),--attention) $(ARGS)
 chapter3-eval: install
 	$(PY) -m chapters.$(CHAPTER_3) eval $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter3-check: install
@@ -126,9 +140,9 @@ chapter4-pretrain: install
 chapter4-train: install
 	$(PY) -m chapters.$(CHAPTER_4) train $(V4) $(COMMON) $(ARGS)
 chapter4-sample: install
-	$(PY) -m chapters.$(CHAPTER_4) sample $(V4) $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(if $(filter 1,$(ATTN)),--attention) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_4) sample $(VS) $(COMMON) --text=$(QUOTED_TEXT) --n=$(N) --sample_seed=$(SEED) $(if $(filter 1,$(ATTN)),--attention) $(ARGS)
 chapter4-eval: install
-	$(PY) -m chapters.$(CHAPTER_4) eval $(V4) $(COMMON) --sample_seed=$(SEED) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_4) eval $(VS) $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter4-benchmark: install
 	$(PY) -m chapters.$(CHAPTER_4) benchmark $(V4) --profile=$(BENCHMARK_PROFILE) $(ARGS)
 chapter4-check: install
@@ -140,9 +154,9 @@ chapter5-pretrain: install
 chapter5-train: install
 	$(PY) -m chapters.$(CHAPTER_5) train $(V5) $(COMMON) $(ARGS)
 chapter5-sample: install
-	$(PY) -m chapters.$(CHAPTER_5) sample $(V5) $(COMMON) --text="$(TEXT)" --n=$(N) --sample_seed=$(SEED) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_5) sample $(VS) $(COMMON) --text=$(QUOTED_TEXT) --n=$(N) --sample_seed=$(SEED) $(ARGS)
 chapter5-eval: install
-	$(PY) -m chapters.$(CHAPTER_5) eval $(V5) $(COMMON) --sample_seed=$(SEED) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_5) eval $(VS) $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter5-vlms: install
 	$(PY) -m chapters.$(CHAPTER_5) vlms $(V5) $(COMMON) --score_run="$(SCORE_RUN)" --sample_seed=$(SEED) $(ARGS)
 chapter5-check: install

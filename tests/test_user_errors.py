@@ -94,3 +94,25 @@ def test_the_real_command_line_exits_2_without_a_traceback(tmp_path):
     assert finished.stderr.strip().splitlines()[-1].startswith("error: batch_size=0: must be a whole number ≥ 1")
     assert "Traceback" not in finished.stderr
     assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written
+
+
+def test_a_variant_other_than_the_run_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"chapter": "ch4_dfgan_ratgan", "variant": "ratgan", "seed": 0}')
+    options = types.SimpleNamespace(run_dir=str(tmp_path), dataset="shapes", profile="course", set=[], data_dir=None,
+                                    metadata_dir=None, mixed_precision=False, variant="dfgan", given=frozenset({"variant"}))
+    with pytest.raises(ValueError, match=r"holds a ratgan run, not dfgan: leave VARIANT out to use it as trained"):
+        harness.open_run("ch4_dfgan_ratgan", options, variant_key="variant")
+    options.given = frozenset()  # VARIANT not given: the run is used as trained
+    assert harness.open_run("ch4_dfgan_ratgan", options, variant_key="variant")[1]["variant"] == "ratgan"
+
+
+def test_make_refuses_a_misspelt_variable_and_passes_text_verbatim():
+    typo = subprocess.run(["make", "-n", "chapter1-sample", "TXET=a blue star"], cwd=ROOT, capture_output=True, text=True)
+    assert typo.returncode == 2 and "TXET: not a variable of this Makefile (a typo?)" in typo.stderr
+    text = "a $HOME it's"
+    dry = subprocess.run(["make", "-n", "chapter1-sample", f"TEXT={text}"], cwd=ROOT, capture_output=True, text=True)
+    command = dry.stdout.strip().splitlines()[-1]
+    assert "--text='a $HOME it'\\''s'" in command
+    echoed = subprocess.run(["bash", "-c", "printf %s " + command.split("--text=", 1)[1].split(" --n=")[0]],
+                            capture_output=True, text=True)
+    assert echoed.stdout == text  # what the program receives

@@ -134,7 +134,7 @@ def restored_gan(run, config):
 
 
 def open_run(options):
-    run, config = harness.open_run(CHAPTER, options, run_dir(options))
+    run, config = harness.open_run(CHAPTER, options, run_dir(options), variant_key="variant")
     check_stage_sizes(config)
     return run, config
 

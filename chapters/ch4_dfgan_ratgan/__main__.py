@@ -109,7 +109,7 @@ def train(options):
 
 def restored(options, image_encoder: bool = False):
     """The trained run: ``(run, config, index, vocabulary, gan, DAMSM image encoder or None)``."""
-    run, config = harness.open_run(CHAPTER, options, run_dir(options))
+    run, config = harness.open_run(CHAPTER, options, run_dir(options), variant_key="variant")
     index = harness.load_data(config, options.data_root, report_missing=False)
     vocabulary, build_encoders = damsm.for_run(run, config, index, options.data_root)
     text, image = build_encoders()

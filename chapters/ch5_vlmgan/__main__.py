@@ -123,7 +123,7 @@ def train(options):
 
 def restored(options):
     """The trained run: ``(run, config, index, vocabulary, gan, DAMSM encoders, VLM networks)``."""
-    run, config = harness.open_run(CHAPTER, options, run_dir(options))
+    run, config = harness.open_run(CHAPTER, options, run_dir(options), variant_key="vlm_variant")
     checked(config)
     index = harness.load_data(config, options.data_root, report_missing=False)
     vocabulary, build_damsm = damsm.for_run(run, config, index, options.data_root)

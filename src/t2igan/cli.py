@@ -43,8 +43,10 @@ flags.DEFINE_bool("traceback", False, "Show the Python traceback of a user error
 
 
 def options() -> types.SimpleNamespace:
-    """Every flag's value (the shared ones above and the entry module's own) as one plain object."""
-    return types.SimpleNamespace(**FLAGS.flag_values_dict())
+    """Every flag's value (the shared ones above and the entry module's own) as one plain object;
+    ``given``: the flags the command line named (a default is not a choice the user made)."""
+    given = frozenset(name for name in FLAGS if FLAGS[name].present)
+    return types.SimpleNamespace(**FLAGS.flag_values_dict(), given=given)
 
 
 def fit_verbosity() -> int:

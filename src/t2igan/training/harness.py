@@ -61,9 +61,11 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     return strategy, run, config
 
 
-def open_run(chapter: str, options, run_dir: str | None = None):
+def open_run(chapter: str, options, run_dir: str | None = None, variant_key: str | None = None):
     """A trained run for ``sample`` / ``eval``: ``(run, config)`` from its ``config.json``; ``--data_dir`` and
-    ``--metadata_dir`` given now take precedence over the stored ones (the data may have moved)."""
+    ``--metadata_dir`` given now take precedence over the stored ones (the data may have moved). A
+    ``--variant`` given on the command line must be the run's (``config[variant_key]``): a run is sampled
+    as what it was trained as, never silently as something else."""
     from t2igan.training.run import RunDirectory
 
     number = chapter_number(chapter)
@@ -76,6 +78,10 @@ def open_run(chapter: str, options, run_dir: str | None = None):
     if config is None:
         raise UserError(f"No trained run in {run_dir} (no config.json). "
                         f"Train first: make chapter{number}-train RUN_DIR={run_dir}")
+    trained_as = config.get(variant_key) if variant_key else None
+    if trained_as is not None and "variant" in getattr(options, "given", ()) and options.variant != trained_as:
+        raise UserError(f"{run_dir} holds a {trained_as} run, not {options.variant}: leave VARIANT out to use it "
+                        f"as trained (VARIANT={trained_as}), or name a {options.variant} run with RUN_DIR=….")
     config["data_dir"] = options.data_dir or config.get("data_dir")
     config["metadata_dir"] = options.metadata_dir or config.get("metadata_dir")
     _seed_and_precision(config["seed"], options.mixed_precision)

@@ -103,7 +103,7 @@ chapter1-eval: install
 	$(PY) -m chapters.$(CHAPTER_1) eval $(COMMON) --sample_seed=$(SEED) $(ARGS)
 
 chapter1-check: install
-	$(PY) -m pytest -q tests/test_chapter01.py
+	$(PY) -m pytest -q tests/test_chapter01_model.py tests/test_chapter01.py
 
 # ---------------------------------------------------------------- chapter 2: StackGAN++ / StackGAN-v1
 chapter2-pretrain: install

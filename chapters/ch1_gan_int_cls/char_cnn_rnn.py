@@ -56,12 +56,14 @@ class CharCnnRnn(keras.Model):
 
     def call(self, char_ids, training=False):
         # Id 0 (outside the alphabet, or padding) becomes an all-zero row, as in Reed's loader.
+        # BEGIN TASK char_cnn_rnn (CharCnnRnn.call)
         x = tf.one_hot(char_ids, self.alphabet_depth + 1)[..., 1:]
         x = self.pools[0](self.convs[0](x))
         x = self.pools[1](self.convs[1](x))
         x = self.convs[2](x)
         hidden = self.rnn(x, training=training)
         return self.project(tf.reduce_mean(hidden, axis=1))
+        # END TASK char_cnn_rnn
 
 
 class ImageEncoder(keras.Model):
@@ -95,7 +97,16 @@ def ds_sje_loss(image_features, text_features, class_ids, margin=1.0):
     other pair (i, j) of a *different class*, a hinge max(0, margin + F(v_i, t_j) − F(v_i, t_i)),
     in both directions (image → text and text → image), summed and divided by B²
     as in ``train_sje_hybrid.lua``. Returns one value per example (for replica-correct averaging).
+
+    ``image_features`` θ(v) (B, E), ``text_features`` φ(t) (B, E), ``class_ids`` (B,) int. "Same class" is
+    :func:`t2igan.layers.same_class`: an example of unknown class (−1) shares a class with no other example
+    (so every other example is a negative for it), and an example is never its own negative. Example i's
+    value is (Σ_j image → text hinge of image i + Σ_j text → image hinge of caption i) / B:
+
+        ℓ_i = (1/B) · Σ_{j: class_j ≠ class_i} [max(0, margin + F(v_i, t_j) − F(v_i, t_i))
+                                               + max(0, margin + F(v_j, t_i) − F(v_i, t_i))]
     """
+    # BEGIN TASK ds_sje (ds_sje_loss)
     scores = tf.matmul(image_features, text_features, transpose_b=True)  # (B_img, B_txt)
     matching = tf.linalg.diag_part(scores)
     different = tf.cast(~same_class(class_ids), scores.dtype)  # unknown class (−1): every other example
@@ -103,6 +114,7 @@ def ds_sje_loss(image_features, text_features, class_ids, margin=1.0):
     text_to_image = tf.nn.relu(margin + scores - matching[None, :]) * different
     batch = tf.cast(tf.shape(scores)[0], scores.dtype)
     return (tf.reduce_sum(image_to_text, axis=1) + tf.reduce_sum(text_to_image, axis=0)) / batch
+    # END TASK ds_sje
 
 
 class JointEmbedding(keras.Model):
@@ -132,9 +144,12 @@ class JointEmbedding(keras.Model):
     @staticmethod
     def retrieval_accuracy(image_features, text_features, class_ids):
         """Caption → image top-1 within the batch; an image of the caption's class counts as a hit (of unknown
-        class: only its own image)."""
+        class: only its own image). Caption i retrieves the image j of the highest F(v_j, t_i); returns (B,) float32,
+        1 where that image is of caption i's class (:func:`t2igan.layers.same_class`), else 0."""
+        # BEGIN TASK ds_sje (JointEmbedding.retrieval_accuracy)
         best = tf.argmax(tf.matmul(text_features, image_features, transpose_b=True), axis=1, output_type=tf.int32)
         return tf.cast(tf.gather(same_class(class_ids), best, axis=1, batch_dims=1), tf.float32)
+        # END TASK ds_sje
 
     def train_step(self, batch):
         if self.wrong_pairs:

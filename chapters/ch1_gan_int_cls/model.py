@@ -194,21 +194,70 @@ class GanIntCls(ConditionalGAN):
         self.interp_weight = interp_weight
         self.track("d_loss", "g_loss", "d_real", "d_wrong", "d_fake")
 
+    def discriminator_loss(self, real_images, wrong_images, fake_images, text):
+        """GAN-CLS's D loss (Algorithm 1 as coded in ``main_cls_int.lua``), s = sigmoid(D(·, ·)):
+
+            L_D = BCE(D(x, t), 1) + w_cls · BCE(D(x̂, t), 0) + (1 − w_cls) · BCE(D(G(z, t), t), 0)
+                = −[log s_r + w_cls · log(1 − s_w) + (1 − w_cls) · log(1 − s_f)],   w_cls = ``self.cls_weight``
+
+        three pairs: real image x with its caption t ("real/right", label 1), a real image x̂ of another
+        class with t (``wrong_images``: "real/wrong", label 0), the generator's image G(z, t) with t
+        (``fake_images``: "fake/right", label 0). D's step trains D only: no gradient may reach G through them.
+        Three separate D passes of B rows each (BatchNorm sees each kind alone), in the order real, fake,
+        wrong. Without ``self.matching_aware`` (plain conditional GAN, w_cls = 0) there is no wrong pass, and
+        the real logits stand in for the wrong ones in the logs.
+
+        ``real_images``, ``wrong_images``, ``fake_images``: (B, H, W, 3); ``text``: φ(t) (B, D). Returns (L_D, L_D per
+        example (B,), (real_logits, wrong_logits, fake_logits) each (B,)), where L_D = ``self.average`` of the
+        per-example values: the mean over the *global* batch, correct under any number of replicas.
+        """
+        # BEGIN TASK gan_cls_loss (GanIntCls.discriminator_loss)
+        real_logits = self.discriminator([real_images, text], training=True)
+        fake_logits = self.discriminator([tf.stop_gradient(fake_images), text], training=True)
+        per_example = bce_with_logits(real_logits, 1.0) + (1.0 - self.cls_weight) * bce_with_logits(fake_logits, 0.0)
+        if self.matching_aware:  # GAN-CLS: a real image with the wrong caption is "fake" too
+            wrong_logits = self.discriminator([wrong_images, text], training=True)
+            per_example += self.cls_weight * bce_with_logits(wrong_logits, 0.0)
+        else:
+            wrong_logits = real_logits
+        return self.average(per_example), per_example, (real_logits, wrong_logits, fake_logits)
+        # END TASK gan_cls_loss
+
+    def generator_loss(self, noise, interpolation_noise, text, partner_text):
+        """G's loss: GAN-CLS's non-saturating term plus GAN-INT's (Reed §4.3):
+
+            L_G = [BCE(D(G(z, t₁), t₁), 1) + w · BCE(D(G(z', t_int), t_int), 1)] / (1 + w),
+            t_int = β·t₁ + (1 − β)·t₂,   β = ``self.interp_beta``,   w = ½ · ``self.interp_weight``
+
+        t₁ = ``text`` (B, D) the batch's captions, t₂ = ``partner_text`` (B, D) each example's interpolation
+        partner (another example's caption), z = ``noise`` and z' = ``interpolation_noise`` (B, Z) two fresh
+        draws. BCE(·, 1) = −log s: the non-saturating loss that Reed's code uses for log(1 − s). The
+        interpolated pair (G's image, t_int) is judged by D as a whole; t_int has no real image. The weight ½
+        stands in for Reed's 32 interpolated rows per 64 real ones. Real-text rows and interpolated rows go
+        through G and D as two separate batches of B (never one 2B batch: BatchNorm). Without
+        ``self.interpolation`` only the first term (w = 0). Returns (L_G, L_G per example (B,)), where
+        L_G = ``self.average`` of the per-example values (the global-batch mean, as for D).
+        """
+        # BEGIN TASK gan_int (GanIntCls.generator_loss)
+        generated = self.generator([noise, text], training=True)
+        per_example = bce_with_logits(self.discriminator([generated, text], training=True), 1.0)
+        if self.interpolation:  # GAN-INT: also fool D on captions between two training captions
+            interpolated = self.interp_beta * text + (1.0 - self.interp_beta) * partner_text
+            generated_interpolated = self.generator([interpolation_noise, interpolated], training=True)
+            interpolated_logits = self.discriminator([generated_interpolated, interpolated], training=True)
+            weight = 0.5 * self.interp_weight  # Reed: 32 interpolated rows per 64 real ones
+            per_example = (per_example + weight * bce_with_logits(interpolated_logits, 1.0)) / (1.0 + weight)
+        return self.average(per_example), per_example
+        # END TASK gan_int
+
     def train_step(self, batch):
         real, text = batch["image"], batch["text_embedding"]
         noise = batch["noise"]  # (B, 3, Z): one draw for the D step, two for the G step
         # ---- discriminator step
         fake = self.generator([noise[:, 0], text], training=True)
         with tf.GradientTape() as tape:
-            real_logits = self.discriminator([real, text], training=True)
-            fake_logits = self.discriminator([tf.stop_gradient(fake), text], training=True)
-            d_per_example = bce_with_logits(real_logits, 1.0) + (1.0 - self.cls_weight) * bce_with_logits(fake_logits, 0.0)
-            if self.matching_aware:  # GAN-CLS: a real image with the wrong caption is "fake" too
-                wrong_logits = self.discriminator([batch["wrong_image"], text], training=True)
-                d_per_example += self.cls_weight * bce_with_logits(wrong_logits, 0.0)
-            else:
-                wrong_logits = real_logits
-            d_loss = self.average(d_per_example)
+            d_loss, d_per_example, (real_logits, wrong_logits, fake_logits) = self.discriminator_loss(
+                real, batch["wrong_image"], fake, text)
         self.apply(self.discriminator_optimizer, tape, d_loss, self.discriminator.trainable_variables)
 
         # ---- generator step (fresh noise). Real-text rows and interpolated rows go through G and D
@@ -216,15 +265,7 @@ class GanIntCls(ConditionalGAN):
         # BatchNorm statistics that D never sees in its own step (observed: D(fake) → 0 in the D step
         # while → 1 in the G step, and the samples collapse).
         with tf.GradientTape() as tape:
-            generated = self.generator([noise[:, 1], text], training=True)
-            g_per_example = bce_with_logits(self.discriminator([generated, text], training=True), 1.0)
-            if self.interpolation:  # GAN-INT: also fool D on captions between two training captions
-                interpolated = self.interp_beta * text + (1.0 - self.interp_beta) * batch["wrong_text_embedding"]
-                generated_interpolated = self.generator([noise[:, 2], interpolated], training=True)
-                interpolated_logits = self.discriminator([generated_interpolated, interpolated], training=True)
-                weight = 0.5 * self.interp_weight  # Reed: 32 interpolated rows per 64 real ones
-                g_per_example = (g_per_example + weight * bce_with_logits(interpolated_logits, 1.0)) / (1.0 + weight)
-            g_loss = self.average(g_per_example)
+            g_loss, g_per_example = self.generator_loss(noise[:, 1], noise[:, 2], text, batch["wrong_text_embedding"])
         self.apply(self.generator_optimizer, tape, g_loss, self.generator.trainable_variables)
         self.update_ema()
         return self.record(  # metrics: plain means over this replica's rows; Keras averages replicas

@@ -10,22 +10,35 @@ import numpy as np
 from t2igan.training.harness import check_sample_count, sample_noise, sample_path, save_sample_grid
 
 
+def interpolation_grid(generate: Callable, first: np.ndarray, second: np.ndarray, noise: np.ndarray,
+                       steps: int = 8) -> np.ndarray:
+    """GAN-INT at sampling time: a walk from caption embedding t1 (``first``, (D,)) to t2 (``second``, (D,)).
+
+    Column j of the grid shows t_j = (1 − β_j)·t1 + β_j·t2 with β_j = ``interpolation_weights(steps)``
+    (β from 0 to 1: column 0 is exactly t1, the last column t2); row k keeps one noise vector z_k
+    (``noise`` (n, Z)), so only the text changes along a row. One call ``generate(noise_rows, text_rows)``
+    with all n · steps rows (row k · steps + j is (z_k, t_j)). Returns the images (n, steps, H, W, 3).
+    """
+    from t2igan.sampling import interpolation_weights
+
+    # BEGIN TASK interpolation_walk (interpolation_grid)
+    text = np.stack([(1 - b) * first + b * second for b in interpolation_weights(steps)])  # (steps, D)
+    images = np.asarray(generate(np.repeat(noise, steps, axis=0), np.tile(text, (len(noise), 1))))
+    return images.reshape(len(noise), steps, *images.shape[1:])
+    # END TASK interpolation_walk
+
+
 def sample_captions(run, generate: Callable, encode: Callable[[str], np.ndarray], noise_dim: int, options) -> str:
     """N images of ``options.text``, or an 8-step interpolation towards ``options.interpolate_to``.
 
     ``generate(noise, text)`` → images (B, H, W, 3) in [-1, 1]; ``encode(caption)`` → one text vector.
     """
-    from t2igan.sampling import interpolation_weights
-
     n = options.n
     check_sample_count(n)
     first = encode(options.text)
     noise = sample_noise(n, noise_dim, options.sample_seed)
     if options.interpolate_to:
-        second = encode(options.interpolate_to)
-        text = np.stack([(1 - b) * first + b * second for b in interpolation_weights(8)])  # (8, D)
-        images = np.asarray(generate(np.repeat(noise, 8, axis=0), np.tile(text, (n, 1))))
-        images = images.reshape(n, 8, *images.shape[1:])
+        images = interpolation_grid(generate, first, encode(options.interpolate_to), noise, 8)
     else:
         images = np.asarray(generate(noise, np.repeat(first[None], n, axis=0)))[None]
     return save_sample_grid(images, sample_path(run, options.text, options.sample_seed, options.output))

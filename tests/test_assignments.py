@@ -126,30 +126,15 @@ class ChapterAssignment:
             assert len(task.mutations) >= 3, f"{task.name}: list at least 3 typical mistakes"
             assert task.week in ("1-week", "2-week"), f"{task.name}: say whether it fits a 1-week or 2-week assignment"
 
-    def test_reference_full_points_and_every_planted_mistake_loses_points(self):
-        """One worker grades the reference and every mutation of every task (the mutation score of the
-        grader; the reference rows are the golden checks of ``make test``)."""
-        chapter = self.chapter
-        tasks = tasks_of(chapter)
-        rows = assignment_cli.mutation_score(ROOT, f"chapters.{CHAPTERS[chapter]}.tasks", tasks, TIME_FACTOR,
-                                             first_failure_only=True)
-        failures = []
-        for task_name, mutation, lost, graded in rows:
-            if mutation == "(reference)" and lost:
-                failures += [f"reference {task_name}: {r.check}: {r.message}" for r in graded if not r.passed]
-            elif mutation != "(reference)" and not lost:
-                failures.append(f"{task_name}: planted mistake {mutation!r} lost no points")
-        planted = sum(1 for row in rows if row[1] != "(reference)")
-        caught = sum(1 for row in rows if row[1] != "(reference)" and row[2] > 0)
-        print(f"chapter {chapter}: mutation score {caught} / {planted}")
-        assert not failures, "\n".join(failures)
-
-    def test_student_copy_scores_zero_leaks_nothing_and_stops_with_the_task_message(self, tmp_path):
-        chapter = self.chapter
+    def test_reference_full_points_every_planted_mistake_loses_points_and_the_copy_scores_zero(self, tmp_path):
+        """``make assignment``, then one grading worker for the reference, every mutation of every task and
+        the fresh student copy: the reference gets full points (the golden checks of ``make test``), every
+        planted mistake loses points (the grader's mutation score), the copy gets 0. Then the copy's own
+        smoke training stops with the task's sentence."""
+        chapter, tasks = self.chapter, tasks_of(self.chapter)
         copy = tmp_path / "student"
         made = run_tasks_command(chapter, "assignment", "--out", str(copy))
         assert made.returncode == 0, made.stderr
-        tasks = tasks_of(chapter)
         # nothing that gives a solution away: the graders, the hidden tests, any solution line
         files = regions.project_files(str(copy))
         assert not [path for path in files if re.fullmatch(r"chapters/\w+/tasks.py", path) or path.startswith("tests/test_assignments")]
@@ -162,17 +147,37 @@ class ChapterAssignment:
             with open(copy / task.file, encoding="utf-8") as handle:
                 student_lines = {line.strip() for line in handle}
             assert not solution & student_lines, f"{task.name}: solution lines in the copy: {sorted(solution & student_lines)[:3]}"
-        # graded: 0 points, the total last, Gradescope's fields
-        graded = run_tasks_command(chapter, "grade", "--student", str(copy), "--time_factor", str(TIME_FACTOR), timeout=180)
-        assert graded.returncode == 0, graded.stderr[-2000:]
-        total = sum(task.points for task in tasks)
-        assert graded.stdout.strip().splitlines()[-1] == f"score: 0 / {total}", graded.stdout[-1500:]
-        assert "not implemented yet" in graded.stdout
-        with open(copy / "results.json", encoding="utf-8") as handle:
-            results = json.load(handle)
-        assert gradescope_problems(results) == []
-        assert results["score"] == 0 and len(results["tests"]) == sum(len(task.checks) for task in tasks)
-        assert sum(test["max_score"] for test in results["tests"]) == total
+
+        jobs, rows = [], []
+        for task in tasks:
+            found = assignment_cli.reference_regions(ROOT, task)
+            lines = [region.begin + 1 for region in found]
+            jobs.append(grader.Job(task.name, [list(r.body) for r in found], "reference", lines))
+            rows.append((task.name, "(reference)"))
+            for mutation in task.mutations:
+                jobs.append(grader.Job(task.name, assignment_cli.mutated_bodies(found, mutation, task), mutation.name,
+                                       lines, first_failure_only=True))
+                rows.append((task.name, mutation.name))
+        copy_jobs, problems = grader.jobs_for_student(str(copy), tasks)
+        assert not problems and len(copy_jobs) == len(tasks)
+        graded = grader.grade_jobs(ROOT, f"chapters.{CHAPTERS[chapter]}.tasks", tasks, jobs + copy_jobs, TIME_FACTOR)
+        failures = []
+        for (task_name, mutation), results in zip(rows, graded):
+            lost = sum(r.max_points - r.points for r in results)
+            if mutation == "(reference)" and lost:
+                failures += [f"reference {task_name}: {r.check}: {r.message}" for r in results if not r.passed]
+            elif mutation != "(reference)" and not lost:
+                failures.append(f"{task_name}: planted mistake {mutation!r} lost no points")
+        planted = sum(1 for _, mutation in rows if mutation != "(reference)")
+        print(f"chapter {chapter}: mutation score {planted - sum('planted' in f for f in failures)} / {planted}")
+        assert not failures, "\n".join(failures)
+        student = [r for results in graded[len(jobs):] for r in results]
+        assert sum(r.points for r in student) == 0 and len(student) == sum(len(task.checks) for task in tasks)
+        assert all(r.message == "not implemented yet (the stub still raises NotImplementedError)." for r in student)
+        report = grader.gradescope_results(chapter, tasks, student, 1.0, "summary")
+        assert gradescope_problems(report) == [] and report["score"] == 0
+        assert sum(test["max_score"] for test in report["tests"]) == sum(task.points for task in tasks)
+
         # the copy's own smoke training stops with the task's sentence, exit 2, no traceback
         environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([str(copy / "src"), str(copy)]))
         venv = os.path.dirname(os.path.dirname(sys.executable))
@@ -180,12 +185,10 @@ class ChapterAssignment:
                                 f"RUN_DIR={tmp_path / 'run'}", f"ARGS=--data_root={tmp_path / 'data'}"], cwd=copy,
                                env=environment, capture_output=True, text=True, timeout=time_limit(240))
         assert train.returncode == 2, train.stderr[-3000:]
-        last = train.stderr.strip().splitlines()
-        message = [line for line in last if line.startswith("error: TODO(student): task '")]
+        message = [line for line in train.stderr.strip().splitlines() if line.startswith("error: TODO(student): task '")]
         assert message, train.stderr[-3000:]
         assert "Traceback" not in train.stderr
-        names = {task.name for task in tasks}
-        assert re.search(r"task '(\w+)'", message[-1])[1] in names
+        assert re.search(r"task '(\w+)'", message[-1])[1] in {task.name for task in tasks}
 
 
 for _number in sorted(CHAPTERS):
@@ -195,7 +198,8 @@ for _number in sorted(CHAPTERS):
 
 # ------------------------------------------------------------------ the grader survives the student
 BROKEN = {
-    "affine_fusion": ["        while True:  # an endless loop\n            pass\n", None],
+    "affine_fusion": ["        import time\n        while True:  # an endless loop (asleep: it need not burn the CPU)\n"
+                      "            time.sleep(0.05)\n", None],
     "magp": ["    import os\n    os._exit(3)\n", None],
     "hinge_loss": ["    real = tf.nn.relu(1.0 - real_logits) * float('nan')\n"
                    "    fake = tf.nn.relu(1.0 + fake_logits)\n    mismatch = tf.nn.relu(1.0 + mismatch_logits)\n"
@@ -234,6 +238,17 @@ class TestGraderRobustness:
         with open(tmp_path / "results.json", encoding="utf-8") as handle:
             assert gradescope_problems(json.load(handle)) == []
 
+
+    def test_make_grade_of_a_fresh_copy_prints_zero_last_and_writes_results_json(self, tmp_path):
+        copy = tmp_path / "hw4"
+        assert run_tasks_command(4, "assignment", "--out", str(copy), "--tasks", "magp,hinge_loss").returncode == 0
+        graded = run_tasks_command(4, "grade", "--student", str(copy), "--time_factor", str(TIME_FACTOR), timeout=180)
+        assert graded.returncode == 0, graded.stderr[-2000:]
+        assert graded.stdout.strip().splitlines()[-1] == "score: 0 / 22"  # only the tasks handed out
+        assert "not implemented yet" in graded.stdout and "affine_fusion" not in graded.stdout
+        with open(copy / "results.json", encoding="utf-8") as handle:
+            results = json.load(handle)
+        assert gradescope_problems(results) == [] and results["score"] == 0 and len(results["tests"]) == 10
 
     def test_missing_markers_and_a_wrong_submission_are_explained(self, tmp_path):
         tasks = tasks_of(4)

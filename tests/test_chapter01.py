@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from conftest import ROOT, run_chapter, smoke_args as common, time_limit
 
+from chapters.ch1_gan_int_cls import profiles
+
 CHAPTER = "ch1_gan_int_cls"
 
 

@@ -64,7 +64,8 @@ def test_v1_smoke_trains_stage_one_then_stage_two_and_evaluates(workspace):
         RunDirectory(str(run_dir), CHAPTER).write_config(dict(config, variant="v2"))
 
 
-@pytest.mark.parametrize("variant, replicas", [("v2", 2), ("v1", 1)])
+# StackGAN-v1 is trained on shapes above (stage I, then II); on real data the v2 run on 2 replicas stands for both
+@pytest.mark.parametrize("variant, replicas", [("v2", 2)])
 def test_birds_mini_smoke_runs(shared_data, workspace, variant, replicas):
     result = run_chapter(CHAPTER, "train", "--profile=smoke", "--dataset=birds", f"--data_dir={shared_data}/birds-mini",
                          f"--variant={variant}", f"--cpu_replicas={replicas}", f"--run_dir={workspace / ('birds-' + variant)}",

@@ -243,7 +243,7 @@ def mutation_score_of_tests(root: str, tasks: list[Task], pytest_arguments: list
     rows = []
     with tempfile.TemporaryDirectory(prefix="t2igan-mutants-") as scratch:
         copy = os.path.join(scratch, "project")
-        regions_module.copy_project(root, copy, ())
+        regions_module.copy_project(root, copy, (), everything=True)  # the graders and their tests too
         environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                            PYTHONPATH=os.pathsep.join([os.path.join(copy, "src"), copy]))
         command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *pytest_arguments]

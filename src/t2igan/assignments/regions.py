@@ -95,7 +95,8 @@ def solution_lines(regions: list[Region]) -> set[str]:
 # ------------------------------------------------------------------ the project's files
 #: Never part of a student copy: the graders (they hold the oracles), build outputs and local state.
 ALWAYS_HIDDEN = ("chapters/*/tasks.py", "tests/test_assignments*.py", "tools/mutation_score.py")
-SKIPPED_FOLDERS = {".git", ".venv", "runs", "data", "__pycache__", ".pytest_cache", "build", "dist", ".eggs"}
+SKIPPED_FOLDERS = {".git", ".venv", "__pycache__", ".pytest_cache", ".eggs"}  # anywhere
+SKIPPED_TOP_FOLDERS = {"runs", "data", "build", "dist"}  # local state at the top (src/t2igan/data is code)
 
 
 def project_files(root: str) -> list[str]:
@@ -109,8 +110,11 @@ def project_files(root: str) -> list[str]:
                           if path and os.path.isfile(os.path.join(root, path)))
     found = []
     for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [name for name in subfolders if name not in SKIPPED_FOLDERS and not name.endswith(".egg-info")]
-        found += [os.path.relpath(os.path.join(folder, name), root) for name in files if not name.endswith(".pyc")]
+        top = os.path.abspath(folder) == os.path.abspath(root)
+        subfolders[:] = [name for name in subfolders if name not in SKIPPED_FOLDERS and not name.endswith(".egg-info")
+                         and not (top and name in SKIPPED_TOP_FOLDERS)]
+        found += [os.path.relpath(os.path.join(folder, name), root) for name in files
+                  if not name.endswith(".pyc") and not (top and name in ("results.json", ".assignment.json"))]
     return sorted(path.replace(os.sep, "/") for path in found)
 
 
@@ -120,11 +124,12 @@ def is_hidden(path: str, hidden: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(path, pattern) for pattern in (*ALWAYS_HIDDEN, *hidden))
 
 
-def copy_project(root: str, out: str, hidden: tuple[str, ...]) -> list[str]:
-    """Copy the project's files (less the hidden ones) to ``out``; returns the copied paths."""
+def copy_project(root: str, out: str, hidden: tuple[str, ...], everything: bool = False) -> list[str]:
+    """Copy the project's files (less the hidden ones, unless ``everything``) to ``out``; returns the copied
+    paths."""
     copied = []
     for path in project_files(root):
-        if is_hidden(path, hidden):
+        if not everything and is_hidden(path, hidden):
             continue
         target = os.path.join(out, path)
         os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -179,7 +179,8 @@ class ChapterAssignment:
         assert sum(test["max_score"] for test in report["tests"]) == sum(task.points for task in tasks)
 
         # the copy's own smoke training stops with the task's sentence, exit 2, no traceback
-        environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([str(copy / "src"), str(copy)]))
+        environment = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        environment.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([str(copy / "src"), str(copy)]))
         venv = os.path.dirname(os.path.dirname(sys.executable))
         train = subprocess.run(["make", "-s", f"chapter{chapter}-train", "PROFILE=smoke", f"VENV={venv}",
                                 f"RUN_DIR={tmp_path / 'run'}", f"ARGS=--data_root={tmp_path / 'data'}"], cwd=copy,

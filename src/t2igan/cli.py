@@ -8,6 +8,7 @@ Users meet this as ``make chapterN-<command> DATASET=... PROFILE=... RUN_DIR=...
 
 from __future__ import annotations
 
+import pickle
 import re
 import sys
 import time
@@ -77,20 +78,54 @@ def run_commands(commands: dict[str, Callable[[types.SimpleNamespace], None]], u
             sentence = re.sub(r"\x1b\[[0-9;]*m", "", sentence).strip()
             print(f"error: {sentence} (--traceback shows the call that needed it.)", file=sys.stderr)
             sys.exit(2)
-        except (ValueError, FileNotFoundError, RuntimeError) as error:
+        except KeyboardInterrupt:
+            if values.traceback:
+                raise
+            print(f"stopped (Ctrl-C) after {time.time() - started:.0f} s. "
+                  + ("The run folder keeps its last complete checkpoint: the same command resumes from it."
+                     if argv[1] == "train" else ""), file=sys.stderr)
+            sys.exit(130)
+        except (ValueError, FileNotFoundError, RuntimeError, OSError, pickle.UnpicklingError) as error:
             from t2igan.training.run import NonFiniteLossError
 
-            if values.traceback or not _is_user_error(error):
+            if values.traceback:
+                raise
+            if _is_disk_full(error):
+                print(_disk_full_message(error), file=sys.stderr)
+                sys.exit(2)
+            if not _is_user_error(error):
                 raise
             print(f"error: {error}", file=sys.stderr)
             sys.exit(3 if isinstance(error, NonFiniteLossError) else 2)
+        except Exception as error:  # TensorFlow's own errors: a full disk is the user's to fix, the rest is ours
+            if values.traceback or not _is_disk_full(error):
+                raise
+            print(_disk_full_message(error), file=sys.stderr)
+            sys.exit(2)
         logging.info("%s finished in %.1f s.", argv[1], time.time() - started)
 
     app.run(main)
 
 
 def _is_user_error(error: Exception) -> bool:
-    """Errors whose message we wrote for the user; anything from TensorFlow's internals keeps its traceback."""
+    """Errors whose message we wrote for the user; anything from TensorFlow's internals keeps its traceback.
+    (Refused or corrupt pickles come from ``t2igan.data.safe_pickle``, whose messages name the file.)"""
     from t2igan.training.run import NonFiniteLossError
 
-    return isinstance(error, (UserError, FileNotFoundError, NonFiniteLossError)) or type(error) is ValueError
+    return (isinstance(error, (UserError, FileNotFoundError, NonFiniteLossError, pickle.UnpicklingError))
+            or type(error) is ValueError)
+
+
+def _disk_full_message(error: Exception) -> str:
+    return (f"error: the disk is full ({str(error).splitlines()[0][:200]}). Free some space or choose a RUN_DIR on "
+            "another disk; the last complete checkpoint is kept, and the same command resumes from it.")
+
+
+def _is_disk_full(error: Exception) -> bool:
+    """``OSError(ENOSPC)`` from Python, or TensorFlow's ResourceExhaustedError of a save on a full disk (a
+    memory ResourceExhaustedError is not this, and keeps its traceback)."""
+    import errno
+
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return type(error).__name__ == "ResourceExhaustedError" and "No space left" in str(error)

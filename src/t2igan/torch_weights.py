@@ -39,8 +39,12 @@ def read_state_dict(path: str, where: str = "") -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist{where}; pass the path of the downloaded file.")
     if path.endswith(".npz"):
-        with np.load(path) as data:
-            state = {key: data[key] for key in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                state = {key: data[key] for key in data.files}
+        except (ValueError, OSError, EOFError) as error:  # pickled objects refused, or not an .npz at all
+            raise UserError(f"{path} is not a weights .npz of plain arrays ({error}); convert the checkpoint "
+                            "again with python -m t2igan.torch_weights convert.") from None
     else:
         try:
             import torch

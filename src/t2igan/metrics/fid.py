@@ -85,7 +85,11 @@ def load_statistics(path: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """``mu``, ``sigma`` and the stored protocol (empty for files from DF-GAN / DM-GAN) of an ``.npz``."""
     import json
 
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # pickled objects refused, or not an .npz at all
+        raise ValueError(f"{path} is not a statistics .npz of plain arrays ({error}).") from None
+    with data:
         if "mu" not in data.files or "sigma" not in data.files:
             raise ValueError(f"{path} has arrays {data.files}; reference statistics need 'mu' and 'sigma' "
                              "(the layout of DF-GAN's bird_val256_FIDK0.npz and of this project's cache).")

@@ -77,7 +77,12 @@ def open_run(chapter: str, options, run_dir: str | None = None, variant_key: str
     config = run.check_owner()
     if config is None:
         raise UserError(f"No trained run in {run_dir} (no config.json). "
-                        f"Train first: make chapter{number}-train RUN_DIR={run_dir}")
+                        f"Train first: make chapter{number}-train DATASET={options.dataset} "
+                        f"PROFILE={options.profile} RUN_DIR={run_dir}")
+    missing = [key for key in ("dataset", "profile", "seed") if key not in config]
+    if missing:
+        raise UserError(f"{run.config_path} is not a trained run's configuration (it lacks {', '.join(missing)}); "
+                        f"it was edited or written by something else: restore it, or use another RUN_DIR.")
     trained_as = config.get(variant_key) if variant_key else None
     if trained_as is not None and "variant" in getattr(options, "given", ()) and options.variant != trained_as:
         raise UserError(f"{run_dir} holds a {trained_as} run, not {options.variant}: leave VARIANT out to use it "
@@ -86,6 +91,11 @@ def open_run(chapter: str, options, run_dir: str | None = None, variant_key: str
     config["metadata_dir"] = options.metadata_dir or config.get("metadata_dir")
     _seed_and_precision(config["seed"], options.mixed_precision)
     return run, config
+
+
+def config_value(run, key: str) -> str:
+    """A setting of the run's stored configuration, for a command the user can copy."""
+    return (run.existing_config() or {}).get(key, "…")
 
 
 def steps_per_epoch(config: dict, examples: int, batch_size: int) -> int:
@@ -297,7 +307,8 @@ def restore_generator(run, gan, folder: str | None = None, train_command: str | 
         objects["ema_generator"] = gan.ema_generator
     if Checkpointer(folder, **objects).restore() == 0:
         command = train_command or f"make chapter{chapter_number(run.chapter)}-train"
-        raise UserError(f"No checkpoint in {folder}. Train first: {command} RUN_DIR={run.path}")
+        raise UserError(f"No checkpoint in {folder}. Train first: {command} DATASET={config_value(run, 'dataset')} "
+                        f"PROFILE={config_value(run, 'profile')} RUN_DIR={run.path}")
     return gan
 
 

@@ -139,9 +139,15 @@ class RunDirectory:
             return None
         try:
             with open(self.config_path, encoding="utf-8") as file:
-                return json.load(file)
+                config = json.load(file)
         except json.JSONDecodeError as error:
             raise ValueError(f"{self.config_path} is not valid JSON ({error}); fix or delete it.") from error
+        missing = [key for key in ("chapter",) if not isinstance(config, dict) or key not in config]
+        if missing:
+            what = f"lacks {', '.join(missing)}" if isinstance(config, dict) else f"holds a {type(config).__name__}"
+            raise ValueError(f"{self.config_path} is not a run's configuration (it {what}); it was edited or "
+                             f"written by something else: restore it, or use another RUN_DIR.")
+        return config
 
     def check_owner(self) -> dict[str, Any] | None:
         """Refuse a run folder written by another chapter or for another data set."""
@@ -226,6 +232,19 @@ class OrderedVariables(tf.Module):
             self.ordered = list(source.weights)
 
 
+def remove_unfinished_saves(directory: str) -> list[str]:
+    """A save killed half way leaves ``ckpt-N_temp/`` (TensorFlow writes there, then renames): never
+    restored, but it would stay for ever. Removed when a run opens its checkpoints; returns what went."""
+    import glob
+    import shutil
+
+    removed = sorted(glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp*")))
+    for path in removed:
+        logging.warning("Removing %s: an unfinished checkpoint save (the run was stopped while saving).", path)
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    return removed
+
+
 class Checkpointer:
     """``tf.train.CheckpointManager`` that never writes non-finite weights.
 
@@ -239,6 +258,7 @@ class Checkpointer:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
             epoch=self.epoch, **{name: OrderedVariables(source) for name, source in objects.items()})
+        remove_unfinished_saves(directory)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
         self.objects = objects
 

@@ -134,3 +134,39 @@ def test_hard_negatives_draw_wrong_examples_from_the_near_misses():
         assert "near_misses" in str(error)
     else:
         raise AssertionError("hard_negatives without a table must fail")
+
+
+def test_a_single_pass_declares_its_length_so_keras_averages_over_the_real_batches():
+    """Without a known length Keras 3 averaged validation metrics over one step too many (n/(n + 1) of the
+    true value, with a "ran out of data" warning): the held-out figures of every pretraining read low."""
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    images, classes, embeddings, _ = tables()
+    one_pass = make_dataset(images, classes, embeddings, global_batch_size=8, image_size=SIZE, augment=False, seed=3,
+                            repeat=False)
+    assert int(one_pass.cardinality()) == 3 and len(list(one_pass)) == 3  # 24 images, batches of 8
+
+    class MeanImage(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.tracker = keras.metrics.Mean(name="value")
+            self.weight = self.add_weight(shape=(), initializer="zeros")
+
+        def test_step(self, batch):
+            self.tracker.update_state(tf.ones(()))  # 1 per batch: the mean over the batches is exactly 1
+            return {"value": self.tracker.result()}
+
+        @property
+        def metrics(self):
+            return [self.tracker]
+
+    model = MeanImage()
+    model.compile()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = model.evaluate(one_pass, verbose=0, return_dict=True)
+    assert result["value"] == 1.0
+    assert not [w for w in caught if "ran out of data" in str(w.message)]

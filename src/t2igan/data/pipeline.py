@@ -263,7 +263,10 @@ def make_dataset(
     epochs = tf.data.Dataset.range(first_epoch, first_epoch + (1 << 40) if repeat else first_epoch + 1)
     dataset = epochs.flat_map(epoch_elements).skip(skip_batches * global_batch_size)
     dataset = dataset.map(load_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.batch(global_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(global_batch_size, drop_remainder=True)
+    if not repeat:  # one pass: say how many batches, so Keras neither guesses nor warns "ran out of data"
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_data_epoch - skip_batches))
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.deterministic = True

@@ -283,7 +283,7 @@ def fit(gan, dataset, run, config: dict, strategy, callbacks: TrainingCallbacks,
     logging.info("Training %s: epochs %d → %d, %d steps each, global batch %d, %d replica(s).", title,
                  initial_epoch, config["epochs"], steps_per_epoch, config["batch_size"], strategy.num_replicas_in_sync)
     history = gan.fit(dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                      callbacks=list(callbacks), verbose=fit_verbosity())
+                      callbacks=list(callbacks), verbose=fit_verbosity(), shuffle=False)  # the pipeline shuffles
     if callbacks.nan_guard.error is not None:
         raise callbacks.nan_guard.error
     final = {key: float(values[-1]) for key, values in history.history.items()}

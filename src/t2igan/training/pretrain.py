@@ -78,5 +78,5 @@ def pretrain_encoders(strategy, build: Callable[[], keras.Model], optimizer: Cal
     every_epoch += list(callbacks(model)) if callbacks is not None else []
     every_epoch.append(keras.callbacks.TensorBoard(os.path.join(log_dir), write_graph=False))
     history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=validation,
-                        callbacks=every_epoch, verbose=verbose)
+                        callbacks=every_epoch, verbose=verbose, shuffle=False)  # the pipeline shuffles
     return model, history, best

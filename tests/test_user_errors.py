@@ -208,3 +208,16 @@ def test_an_unfinished_checkpoint_save_is_removed(tmp_path):
     (tmp_path / "ckpt-3_temp" / "part-0").mkdir(parents=True)
     checkpointer = Checkpointer(str(tmp_path), weights=tf.Variable(1.0))
     assert not (tmp_path / "ckpt-3_temp").exists() and checkpointer.restore() == 0
+
+
+def test_tensorflow_start_up_noise_is_filtered_and_verbose_brings_it_back(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    environment["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "src"), ROOT])
+    command = [sys.executable, "-m", "chapters.ch1_gan_int_cls", "sample", f"--run_dir={tmp_path}"]
+    quiet = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=time_limit(60))
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().splitlines() == [quiet.stderr.strip()]  # one line: the error itself
+    assert quiet.stderr.startswith("error: No trained run in ")
+    loud = subprocess.run([*command, "--verbose"], cwd=ROOT, env=environment, capture_output=True, text=True,
+                          timeout=time_limit(60))
+    assert loud.returncode == 2 and "oneDNN custom operations are on" in loud.stderr

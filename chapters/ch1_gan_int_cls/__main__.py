@@ -8,6 +8,10 @@ data → text encoder (``char_cnn_rnn.py``: DS-SJE, pretrained when the run has 
 
 from __future__ import annotations
 
+from t2igan.startup import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's C++ start-up notes are filtered out (--verbose shows them)
+
 import numpy as np
 from absl import flags
 

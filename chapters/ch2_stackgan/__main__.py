@@ -11,6 +11,10 @@
 
 from __future__ import annotations
 
+from t2igan.startup import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's C++ start-up notes are filtered out (--verbose shows them)
+
 import os
 
 import numpy as np

@@ -10,6 +10,10 @@ chapter's run with this run's VLM (``score_run.py``).
 
 from __future__ import annotations
 
+from t2igan.startup import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's C++ start-up notes are filtered out (--verbose shows them)
+
 import numpy as np
 from absl import flags
 

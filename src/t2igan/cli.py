@@ -41,6 +41,7 @@ flags.DEFINE_integer("sample_seed", 0, "Sampling / evaluation: noise seed.")
 flags.DEFINE_string("output", None, "Sampling: PNG path (default: <run_dir>/samples/sample-….png).")
 flags.DEFINE_integer("eval_samples", 0, "Evaluation: number of generated images (0: every test caption once).")
 flags.DEFINE_bool("traceback", False, "Show the Python traceback of a user error.")
+flags.DEFINE_bool("verbose", False, "Show TensorFlow's C++ start-up log (hidden by default; read by chapters/__init__.py).")
 
 
 def options() -> types.SimpleNamespace:

@@ -30,11 +30,11 @@ def tasks_of(chapter):
     return importlib.import_module(f"chapters.{CHAPTERS[chapter]}.tasks").TASKS
 
 
-def run_tasks_command(chapter, *arguments, cwd=ROOT, timeout=120):
+def run_tasks_command(chapter, *arguments, cwd=ROOT, seconds=120):
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                        PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT]))
     return subprocess.run([sys.executable, "-m", f"chapters.{CHAPTERS[chapter]}.tasks", *arguments], cwd=cwd,
-                          env=environment, capture_output=True, text=True, timeout=time_limit(timeout))
+                          env=environment, capture_output=True, text=True, timeout=time_limit(seconds))
 
 
 # ------------------------------------------------------------------ Gradescope's results.json
@@ -226,7 +226,7 @@ class TestGraderRobustness:
         student.write_text(text, encoding="utf-8")
         # the endless loop has a 90 s limit × this factor; the factor keeps it short here and generous under load
         factor = max(0.2, TIME_FACTOR / 15)
-        graded = run_tasks_command(4, "grade", "--student", str(student), "--time_factor", str(factor), timeout=240)
+        graded = run_tasks_command(4, "grade", "--student", str(student), "--time_factor", str(factor), seconds=240)
         assert graded.returncode == 0, graded.stderr[-2000:]
         out = graded.stdout
         assert re.search(r"task affine_fusion .*: 0 / 12", out) and "time limit" in out
@@ -243,7 +243,7 @@ class TestGraderRobustness:
     def test_make_grade_of_a_fresh_copy_prints_zero_last_and_writes_results_json(self, tmp_path):
         copy = tmp_path / "hw4"
         assert run_tasks_command(4, "assignment", "--out", str(copy), "--tasks", "magp,hinge_loss").returncode == 0
-        graded = run_tasks_command(4, "grade", "--student", str(copy), "--time_factor", str(TIME_FACTOR), timeout=180)
+        graded = run_tasks_command(4, "grade", "--student", str(copy), "--time_factor", str(TIME_FACTOR), seconds=180)
         assert graded.returncode == 0, graded.stderr[-2000:]
         assert graded.stdout.strip().splitlines()[-1] == "score: 0 / 22"  # only the tasks handed out
         assert "not implemented yet" in graded.stdout and "affine_fusion" not in graded.stdout

@@ -56,7 +56,9 @@ def test_dfgan_reuses_the_damsm_of_another_run(ratgan_run, workspace):
     assert resumed.returncode != 0 and "variant" in resumed.stderr  # one run folder, one variant
 
 
-def test_birds_mini_both_variants_one_on_two_replicas(shared_data, workspace):
+def test_birds_mini_on_two_replicas(shared_data, workspace):
+    """RAT-GAN on real birds with the official vocabulary, on 2 replicas (DF-GAN reusing a DAMSM is tested on
+    shapes above: the data path is the same)."""
     birds = ["--profile=smoke", "--dataset=birds", f"--data_dir={shared_data}/birds-mini",
              f"--metadata_dir={shared_data}/birds-metadata", f"--data_root={workspace / 'data'}"]
     ratgan = workspace / "birds-ratgan"
@@ -65,12 +67,7 @@ def test_birds_mini_both_variants_one_on_two_replicas(shared_data, workspace):
     assert "2 replica(s)" in result.stderr
     vocabulary = json.loads((ratgan / "text_encoder" / "vocabulary.json").read_text())["words"]
     assert len(vocabulary) == 5450  # the official birds vocabulary
-    dfgan = workspace / "birds-dfgan"
-    result = run_chapter(CHAPTER, "train", *birds, "--variant=dfgan", f"--run_dir={dfgan}",
-                         f"--set=damsm_dir={ratgan / 'text_encoder'}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    for run_dir in (ratgan, dfgan):
-        assert json.loads((run_dir / "metrics.json").read_text())["train"]["steps"] == 4
+    assert json.loads((ratgan / "metrics.json").read_text())["train"]["steps"] == 4
 
 
 def test_benchmark_command_times_steps():

@@ -17,7 +17,7 @@ import types
 
 import numpy as np
 
-from t2igan.assignments import Check, CheckFailed, Mutation, Task, assert_close, assert_shape
+from t2igan.assignments import Check, CheckFailed, Mutation, Task, assert_close, assert_shape, numerical_gradient
 from t2igan.assignments.cli import main
 
 MODULE = "chapters.ch5_vlmgan.model"
@@ -102,18 +102,6 @@ def _vvm_numpy(fake_regions, fake_global, real_regions, real_global, fake_pooled
                                                             "general": visual_general}
 
 
-def _numeric_gradient(function, value, step=1e-6):
-    """Central differences of the scalar ``function`` (float64 NumPy) at ``value``."""
-    gradient = np.zeros_like(value)
-    flat = gradient.reshape(-1)
-    for i in range(value.size):
-        delta = np.zeros(value.size)
-        delta[i] = step
-        delta = delta.reshape(value.shape)
-        flat[i] = (function(value + delta) - function(value - delta)) / (2 * step)
-    return gradient
-
-
 def _captions(batch, words, dim, lengths, seed):
     """Words (B, T, D) whose padded positions hold zeros (as a padded caption's do), and the word mask."""
     rng = np.random.default_rng(seed)
@@ -195,14 +183,14 @@ def check_local_gradients(module):
     with tf.GradientTape() as tape:
         total = tf.reduce_sum(module.local_score(variable, *_float32(words), mask, *SCORE_GAMMAS)[0] * upstream)
     got = tape.gradient(total, variable)
-    want = _numeric_gradient(lambda r: np.sum(_local_numpy(r, words, lengths, *SCORE_GAMMAS) * upstream), regions)
+    want = numerical_gradient(lambda r: np.sum(_local_numpy(r, words, lengths, *SCORE_GAMMAS) * upstream), regions)
     assert_close("∂S_local/∂regions (zero padded words)", got, want, 1e-3, 1e-5)
     padded = words + np.random.default_rng(10).normal(size=words.shape) * ~mask[..., None]
     variable = tf.Variable(padded, dtype=tf.float32)
     with tf.GradientTape() as tape:
         total = tf.reduce_sum(module.local_score(*_float32(regions), variable, mask, *SCORE_GAMMAS)[0] * upstream)
     got = tape.gradient(total, variable)
-    want = _numeric_gradient(lambda w: np.sum(_local_numpy(regions, w, lengths, *SCORE_GAMMAS) * upstream), padded)
+    want = numerical_gradient(lambda w: np.sum(_local_numpy(regions, w, lengths, *SCORE_GAMMAS) * upstream), padded)
     assert_close("∂S_local/∂words (zero for the padded words)", got, want, 1e-3, 1e-5)
 
 
@@ -380,7 +368,7 @@ def check_vlm_gradients(module):
             arguments[k] = value
             return np.sum(_vlm_numpy(*arguments, words, sentence, lengths, VLM_CLASSES, *GAMMAS)[0] * weights)
 
-        assert_close(f"∂L_VLM/∂({name})", got[k], _numeric_gradient(function, inputs[k]), 1e-3, 1e-5)
+        assert_close(f"∂L_VLM/∂({name})", got[k], numerical_gradient(function, inputs[k]), 1e-3, 1e-5)
 
 
 VLM_LOSS = Task(
@@ -513,7 +501,7 @@ def check_vvm_fake_gradients(module):
             arguments[k] = value
             return np.sum(_vvm_numpy(*arguments, VVM_GAMMA1)[0] * weights)
 
-        assert_close(f"∂L_VVM/∂({name})", gradients[k], _numeric_gradient(function, case[k]), 1e-3, 1e-5)
+        assert_close(f"∂L_VVM/∂({name})", gradients[k], numerical_gradient(function, case[k]), 1e-3, 1e-5)
 
 
 VVM_LOSS = Task(

@@ -23,8 +23,8 @@ mistakes as mutations of its reference lines; a test plants every one and expect
 from __future__ import annotations
 
 from t2igan.assignments.checks import (CheckFailed, assert_close, assert_shape, first_replica_device_count,
-                                       relative_error, seed_everything, two_replicas)
+                                       numerical_gradient, relative_error, seed_everything, two_replicas)
 from t2igan.assignments.tasks import Check, Mutation, Task
 
 __all__ = ["Check", "CheckFailed", "Mutation", "Task", "assert_close", "assert_shape", "first_replica_device_count",
-           "relative_error", "seed_everything", "two_replicas"]
+           "numerical_gradient", "relative_error", "seed_everything", "two_replicas"]

@@ -56,6 +56,18 @@ def assert_close(name: str, actual, expected, tolerance: float = 1e-5, absolute:
                           f"{int(wrong.sum())} of {error.size} elements off; tolerance {tolerance:g}).")
 
 
+def numerical_gradient(function, value, step: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar ``function`` (float64 NumPy, the equation) at ``value``: the
+    expected gradient of a check, independent of any framework's autodiff."""
+    value = np.asarray(value, dtype=np.float64)
+    gradient = np.zeros_like(value)
+    for index in np.ndindex(value.shape):
+        delta = np.zeros_like(value)
+        delta[index] = step
+        gradient[index] = (function(value + delta) - function(value - delta)) / (2 * step)
+    return gradient
+
+
 def seed_everything(seed: int = 0) -> None:
     import keras
 

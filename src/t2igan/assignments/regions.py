@@ -70,9 +70,9 @@ def stub_lines(region: Region, statement: str, task_title: str, where: str) -> l
     indent = region.indent
     lines = [f"{indent}# {TODO}: {task_title} — {region.part}\n"]
     lines += [f"{indent}#   {line}".rstrip() + "\n" for line in statement.strip("\n").splitlines()]
-    message = (f"{TODO}: task '{region.task}' ({region.part} in {where}) is not written yet; "
-               f"replace this line with your code between the task's BEGIN/END markers.")
-    lines.append(f"{indent}raise NotImplementedError({message!r})\n")
+    rest = (f" task '{region.task}' ({region.part} in {where}) is not written yet; "
+            f"replace this line with your code between the task's BEGIN/END markers.")
+    lines.append(f'{indent}raise NotImplementedError("TODO(student):{rest}")\n')
     return lines
 
 

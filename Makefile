@@ -204,7 +204,7 @@ eval: install
 # spend much of their time in single-threaded start-up and tracing, so 3 keep 2 cores busy.
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(3, os.cpu_count() or 1))")
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15 tests
 
 clean:
 	rm -rf runs

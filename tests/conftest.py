@@ -69,23 +69,3 @@ def tensorboard_tags(run_dir, folder: str = "train") -> set[str]:
             tags.update(value.tag for value in event.summary.value)
     return tags
 
-
-#: Seconds each module (or test class) takes on a quiet 2-core CPU, roughly (pytest --durations). Under
-#: pytest-xdist's --dist loadscope the heaviest start first, so the suite does not end waiting on one of
-#: them (longest-first scheduling). Modules not listed keep their place after these.
-SCOPE_SECONDS = {
-    "test_chapter01.py": 230, "test_chapter05.py": 180, "test_chapter04.py": 130, "test_chapter02.py": 110,
-    "test_chapter03.py": 140, "test_chapter04_model.py": 60, "test_evaluate.py": 60, "test_distribute.py": 45,
-    "test_chapter05_birds.py": 40, "test_chapter05_model.py": 40, "test_chapter03_model.py": 40,
-    "test_assignments.py::TestGraderRobustness": 35, "test_assignments.py::TestChapter4Assignment": 30,
-    "test_assignments.py::TestChapter3Assignment": 20, "test_assignments.py::TestChapter5Assignment": 20,
-}
-
-
-def pytest_collection_modifyitems(session, config, items):
-    def seconds(item):
-        path = item.nodeid.split("::")
-        scope = "::".join(path[:2]).rsplit("/", 1)[-1] if item.cls is not None else path[0].rsplit("/", 1)[-1]
-        return SCOPE_SECONDS.get(scope, SCOPE_SECONDS.get(path[0].rsplit("/", 1)[-1], 0))
-
-    items.sort(key=lambda item: -seconds(item))  # stable: the order inside a module stays

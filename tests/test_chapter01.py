@@ -163,11 +163,13 @@ def test_killed_training_resumes_from_the_last_checkpoint(workspace):
 
 
 def test_birds_mini_trains_and_reports_missing_images(shared_data, workspace):
+    # One replica: chapter 1 under 2 replicas is tests/test_distribute.py's (same weights as 1 replica); tracing
+    # the 2-replica step here cost 25 s of the suite's time
     result = run_chapter(CHAPTER, "train", "--profile=smoke", "--dataset=birds", f"--data_dir={shared_data}/birds-mini",
-                         f"--run_dir={workspace / 'birds'}", f"--data_root={workspace / 'data'}", "--cpu_replicas=2")
+                         f"--run_dir={workspace / 'birds'}", f"--data_root={workspace / 'data'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Missing images" in result.stdout and "train 60" in result.stdout and "test 2724" in result.stdout
-    assert "2 replica(s)" in result.stderr  # the whole command path under a 2-replica MirroredStrategy
+    assert "1 replica(s)" in result.stderr
 
 
 def _free_ports(count):

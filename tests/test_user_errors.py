@@ -221,3 +221,21 @@ def test_tensorflow_start_up_noise_is_filtered_and_verbose_brings_it_back(tmp_pa
     loud = subprocess.run([*command, "--verbose"], cwd=ROOT, env=environment, capture_output=True, text=True,
                           timeout=time_limit(60))
     assert loud.returncode == 2 and "oneDNN custom operations are on" in loud.stderr
+
+
+def test_a_long_epoch_is_never_a_silence_without_a_terminal():
+    """Finding 8: with Keras' one line per epoch (no terminal), a progress line every 30 s inside the epoch."""
+    from t2igan.training.callbacks import ProgressLine, duration
+
+    now, printed = [0.0], []
+    progress = ProgressLine(epochs=3, steps_per_epoch=100, every_seconds=30, clock=lambda: now[0],
+                            write=lambda text, flush=True: printed.append(text))
+    progress.on_epoch_begin(1)  # resumed at the second epoch
+    now[0] = 20.0
+    progress.on_train_batch_end(0)  # the first step traced for 20 s
+    for batch in range(1, 100):
+        now[0] = 20.0 + 0.5 * batch
+        progress.on_train_batch_end(batch)
+    assert printed == ["  epoch 2/3, step 21/100 (21 %), 0.50 s/step, epoch left 40s, run left ≈ 1m30s",  # at 30 s
+                       "  epoch 2/3, step 81/100 (81 %), 0.50 s/step, epoch left 10s, run left ≈ 1m00s"]  # at 60 s
+    assert (duration(59), duration(75), duration(3725)) == ("59s", "1m15s", "1h02m")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable, Sequence
 
 import keras
@@ -129,3 +130,44 @@ class PeriodicMetrics(keras.callbacks.Callback):
                 tf.summary.scalar(f"metrics/{name}", float(value))
         self.writer.flush()
         logging.info("Epoch %d metrics: %s", epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+
+
+def duration(seconds: float) -> str:
+    """``75`` → ``"1m15s"``; ``3725`` → ``"1h02m"``."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class ProgressLine(keras.callbacks.Callback):
+    """Where Keras prints one line per epoch (output not a terminal: make into a log file, CI), a line every
+    ``every_seconds`` inside an epoch too: the step, the time per step and what is left, so a long epoch
+    is never a silence. A terminal has Keras' own progress bar and ETA, and gets nothing from this."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, every_seconds: float = 30.0, clock=time.monotonic,
+                 write=print):
+        super().__init__()
+        self.epochs, self.steps, self.every = epochs, steps_per_epoch, every_seconds
+        self.clock, self.write = clock, write
+        self.epoch, self.started, self.last = 0, None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        if self.started is None:
+            self.started, self.first_epoch = self.clock(), epoch
+        self.last, self.epoch_started = self.clock(), self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = self.clock()
+        if batch == 0:  # the first step of an epoch may include tracing: the rate is timed from its end
+            self.first_done = now
+        if now - self.last < self.every or batch == 0:
+            return
+        self.last = now
+        done = batch + 1
+        per_step = (now - self.first_done) / batch
+        steps_left = (self.steps - done) + (self.epochs - self.epoch - 1) * self.steps
+        self.write(f"  epoch {self.epoch + 1}/{self.epochs}, step {done}/{self.steps} ({100 * done // self.steps} %), "
+                   f"{per_step:.2f} s/step, epoch left {duration((self.steps - done) * per_step)}, "
+                   f"run left ≈ {duration(steps_left * per_step)}", flush=True)

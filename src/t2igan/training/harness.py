@@ -282,8 +282,12 @@ def fit(gan, dataset, run, config: dict, strategy, callbacks: TrainingCallbacks,
     metrics = next((c for c in callbacks if type(c).__name__ == "PeriodicMetrics"), None)
     logging.info("Training %s: epochs %d → %d, %d steps each, global batch %d, %d replica(s).", title,
                  initial_epoch, config["epochs"], steps_per_epoch, config["batch_size"], strategy.num_replicas_in_sync)
+    from t2igan.training.callbacks import ProgressLine
+
+    verbosity = fit_verbosity()
+    progress = [ProgressLine(config["epochs"], steps_per_epoch)] if verbosity == 2 else []  # no terminal: no bar
     history = gan.fit(dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                      callbacks=list(callbacks), verbose=fit_verbosity(), shuffle=False)  # the pipeline shuffles
+                      callbacks=list(callbacks) + progress, verbose=verbosity, shuffle=False)  # the pipeline shuffles
     if callbacks.nan_guard.error is not None:
         raise callbacks.nan_guard.error
     final = {key: float(values[-1]) for key, values in history.history.items()}

@@ -50,6 +50,8 @@ flags.DEFINE_bool("copy_images", True, "convert: copy images (true) or symlink t
 flags.DEFINE_bool("overwrite", False, "convert: allow writing into a non-empty out_dir.")
 flags.DEFINE_bool("verify_images", False, "check: decode every image to find corrupt files (slow).")
 flags.DEFINE_string("path", None, "checksum: a file or a folder.")
+if "traceback" not in FLAGS:
+    flags.DEFINE_bool("traceback", False, "Show the Python traceback of a user error.")
 
 # AttnGAN's birds words_num: how many captions a head-truncation rule would shorten.
 _WORDS_NUM = 18
@@ -171,6 +173,19 @@ def main(argv: list[str]) -> None:
             print(f"{sha256}  {md5}  {name}")
 
 
+def main_with_messages(argv: list[str]) -> None:
+    """A bad layout, a missing folder or a corrupt metadata file is the user's to fix: one sentence, exit 2."""
+    import pickle
+
+    try:
+        main(argv)
+    except (ValueError, FileNotFoundError, pickle.UnpicklingError) as error:
+        if FLAGS.traceback:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     logging.set_verbosity(logging.INFO)
-    app.run(main)
+    app.run(main_with_messages)

@@ -239,3 +239,16 @@ def test_a_long_epoch_is_never_a_silence_without_a_terminal():
     assert printed == ["  epoch 2/3, step 21/100 (21 %), 0.50 s/step, epoch left 40s, run left ≈ 1m30s",  # at 30 s
                        "  epoch 2/3, step 81/100 (81 %), 0.50 s/step, epoch left 10s, run left ≈ 1m00s"]  # at 60 s
     assert (duration(59), duration(75), duration(3725)) == ("59s", "1m15s", "1h02m")
+
+
+def test_prepare_check_of_a_bad_layout_is_one_sentence(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "captions.txt").write_text("a bird\n")
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT]))
+    finished = subprocess.run([sys.executable, os.path.join(ROOT, "datasets", "prepare.py"), "check",
+                               f"--dataset={tmp_path}"], cwd=ROOT, env=environment, capture_output=True, text=True,
+                              timeout=time_limit(60))
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert re.match(r"error: .* is not in the custom layout: expected images/, captions/, train.txt, test.txt",
+                    finished.stderr.strip().splitlines()[-1])
+    assert "Traceback" not in finished.stderr

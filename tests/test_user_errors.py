@@ -252,3 +252,13 @@ def test_prepare_check_of_a_bad_layout_is_one_sentence(tmp_path):
     assert re.match(r"error: .* is not in the custom layout: expected images/, captions/, train.txt, test.txt",
                     finished.stderr.strip().splitlines()[-1])
     assert "Traceback" not in finished.stderr
+
+
+def test_make_eval_of_a_run_naming_another_module_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"chapter": "ch1_gan_int_cls.profiles", "dataset": "shapes"}')
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT]))
+    finished = subprocess.run([sys.executable, "-m", "t2igan.evaluate_folders", f"--run={tmp_path}"], cwd=ROOT,
+                              env=environment, capture_output=True, text=True, timeout=time_limit(60))
+    assert finished.returncode == 2, finished.stderr[-2000:]  # before: exit 0, having run profiles.py
+    assert "names the chapter 'ch1_gan_int_cls.profiles', which is not one of this project's (ch1_gan_int_cls, " \
+           in finished.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -205,6 +206,17 @@ def classifier_logits(files) -> np.ndarray:
                            for images in image_batches(files, FLAGS.batch_size, 299)])
 
 
+def chapter_packages() -> list[str]:
+    """The chapter packages (``ch1_gan_int_cls`` …): folders of ``chapters`` with a ``__main__.py``, found on
+    the path without importing them (the library never imports a chapter)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("chapters")
+    folders = list(spec.submodule_search_locations) if spec and spec.submodule_search_locations else []
+    return sorted(name for folder in folders for name in os.listdir(folder)
+                  if re.fullmatch(r"ch\d+_\w+", name) and os.path.isfile(os.path.join(folder, name, "__main__.py")))
+
+
 def evaluate_run_folder():
     config_path = os.path.join(FLAGS.run, "config.json")
     if not os.path.isfile(config_path):
@@ -212,9 +224,16 @@ def evaluate_run_folder():
     from t2igan.training.run import owner_of
 
     with open(config_path) as file:
-        chapter = owner_of(json.load(file))
-    if not chapter:
-        raise UserError(f"{config_path} does not name its chapter.")
+        try:
+            config = json.load(file)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{config_path} is not valid JSON ({error}); restore it.") from None
+    chapter = owner_of(config) if isinstance(config, dict) else None
+    known = chapter_packages()
+    if chapter not in known:
+        # a crafted or damaged config.json must not run another module (which would "succeed", evaluating nothing)
+        raise UserError(f"{config_path} names the chapter {chapter!r}, which is not one of this project's "
+                        f"({', '.join(known)}); restore the run's config.json.")
     command = [sys.executable, "-m", f"chapters.{chapter}", "eval", f"--run_dir={FLAGS.run}"]
     print("Running", " ".join(command[1:]))
     return subprocess.call(command)

@@ -50,7 +50,7 @@ def test_tensorboard_has_scalars_sample_grid_and_captions(smoke_run):
     for path in glob.glob(str(smoke_run / "logs" / "train" / "events.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(value.tag for value in event.summary.value)
-    for tag in ("loss/discriminator", "loss/generator", "score/real_wrong", "learning_rate/generator",
+    for tag in ("loss/d_loss", "loss/g_loss", "score/d_wrong", "learning_rate/generator",
                 "samples/fixed_captions", "samples/captions", "metrics/oracle_fid", "metrics/oracle_accuracy_all"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
 
@@ -131,12 +131,15 @@ def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(smoke_run, w
     run_dir = workspace / "nan"
     first = run_chapter(CHAPTER, "train", *common(workspace, run_dir), "--epochs=1")
     assert first.returncode == 0, first.stderr[-2000:]
+    config_before = (run_dir / "config.json").read_text()
     # An absurd learning rate overflows the weights within a step or two.
     result = run_chapter(CHAPTER, "train", *common(workspace, run_dir), "--epochs=3", "--set", "learning_rate_discriminator=1e38",
                          "--set", "learning_rate_generator=1e38")
     assert result.returncode == 3, result.stderr[-2000:]
     assert "last good checkpoint" in result.stderr
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-1")
+    # Issue 17, finding 3: nothing was saved, so config.json still describes ckpt-1, not lr 1e38.
+    assert (run_dir / "config.json").read_text() == config_before
 
 
 def test_killed_training_resumes_from_the_last_checkpoint(workspace):

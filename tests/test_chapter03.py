@@ -27,7 +27,7 @@ def test_smoke_run_pretrains_damsm_then_trains_attngan(smoke_run):
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     assert "best_val_retrieval_top1" in metrics["pretrain"] and metrics["train"]["steps"] == 4
     tags = tags_of(smoke_run)
-    for tag in ("loss/damsm", "loss/kl", "loss/discriminator_32px", "samples/fixed_captions", "attention/words",
+    for tag in ("loss/damsm", "loss/kl", "loss/d_loss_32", "samples/fixed_captions", "attention/words",
                 "attention/captions", "metrics/r_precision", "metrics/oracle_accuracy_colour"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
     assert glob.glob(str(smoke_run / "logs" / "damsm" / "train" / "events.*"))

@@ -24,8 +24,8 @@ def test_ratgan_smoke_run_pretrains_damsm_and_logs_its_views(ratgan_run):
     metrics = json.loads((ratgan_run / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 4 and "best_val_retrieval_top1" in metrics["pretrain"]
     tags = tags_of(ratgan_run)
-    for tag in ("loss/discriminator", "loss/generator", "loss/gradient_penalty", "hinge/real", "hinge/fake",
-                "hinge/mismatch", "samples/fixed_captions", "attention/discriminator",
+    for tag in ("loss/d_loss", "loss/g_loss", "loss/gradient_penalty", "hinge/d_real", "hinge/d_fake",
+                "hinge/d_mismatch", "samples/fixed_captions", "attention/discriminator",
                 "modulation/gamma_std/affine_00", "modulation/beta_mean/affine_11"):  # 16 px: 3 blocks × 4
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
 

@@ -250,8 +250,8 @@ def test_one_stage_train_step(variant):
     else:  # eagerly, one step, to keep the file fast
         logs = gan.train_step(batch)
     steps = 1 if variant == "ratgan_plain" else 2
-    assert set(model.OneStageGan.metric_tags) <= set(logs)
-    for name in model.OneStageGan.metric_tags:
+    assert set(model.OneStageGan.metric_groups) <= set(logs)
+    for name in model.OneStageGan.metric_groups:
         assert np.isfinite(float(logs[name])), name
     assert changed(before["g"], g) and changed(before["d"], d) and changed(before["ema"], gan.sampling_generator)
     assert not changed(before["text"], text)

@@ -39,9 +39,10 @@ def test_dfgan_variant_pretrains_both_matchers_and_logs_the_scores(dfgan_run):
     assert [h["epoch"] for h in metrics["train"]["metrics_during_training"]] == [1, 2]
     assert all(0.0 < h["vlms"] < 1.0 for h in metrics["train"]["metrics_during_training"])
     tags = tags_of(dfgan_run)
-    for tag in ("loss/vlm", "loss/vvm", "vlm/local", "vlm/global", "vlm/general", "vvm/local", "vvm/general",
-                "scores/general_fake", "scores/general_real", "scores/local_real", "scores/global_fake",
-                "metrics/vlms", "metrics/r_precision", "metrics/oracle_fid", "hinge/mismatch"):
+    for tag in ("loss/vlm", "loss/vvm", "vlm/vlm_local", "vlm/vlm_global", "vlm/vlm_general", "vvm/vvm_local",
+                "vvm/vvm_general", "scores/scores_general_fake", "scores/scores_general_real", "scores/scores_local_real",
+                "scores/scores_global_fake",
+                "metrics/vlms", "metrics/r_precision", "metrics/oracle_fid", "hinge/d_mismatch"):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
     for name in ("text", "image", "msb"):
         assert (dfgan_run / "vlm" / f"{name}.weights.h5").exists()
@@ -50,7 +51,7 @@ def test_dfgan_variant_pretrains_both_matchers_and_logs_the_scores(dfgan_run):
 def test_attngan_variant_eval_reports_vlms_with_its_references(attngan_run, workspace):
     config = json.loads((attngan_run / "config.json").read_text())
     assert config["vlm_variant"] == "attngan" and config["vlm_weight"] == 5.0
-    assert "vlm/general" in tags_of(attngan_run) and "loss/damsm" in tags_of(attngan_run)
+    assert "vlm/vlm_general" in tags_of(attngan_run) and "loss/damsm" in tags_of(attngan_run)
     evaluated = run_chapter(CHAPTER, "eval", *common(workspace, attngan_run, "--variant=attngan", "--eval_samples=48"))
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert "vlms_references" in evaluated.stdout

@@ -371,11 +371,11 @@ def test_plugin_step_and_exact_reduction_to_the_baseline(variant):
     # λ > 0: finite logs for every VLM/VVM tag, the VLM untouched, G and D trained.
     on, g_on, d_on = build_gan(variant, damsm, vlm, start)
     assert on.vlm_weight == (5.0 if variant == "attngan" else 1.0) and on.vvm_weight == 1.0
-    assert set(model.VLM_TAGS) <= set(on.metric_tags) and on.metric_tags["scores_general_fake"] == "scores/general_fake"
+    assert set(model.VLM_GROUPS) <= set(on.metric_groups) and on.metric_groups["scores_general_fake"] == "scores"
     frozen = {name: snapshot(net) for name, net in zip(("text", "image", "msb"), vlm)}
     before_g, before_d = snapshot(g_on), snapshot(d_on)
     logs = on.train_step(batch)
-    for name in list(model.VLM_TAGS) + ["g_loss", "d_loss"]:
+    for name in list(model.VLM_GROUPS) + ["g_loss", "d_loss"]:
         assert np.isfinite(float(logs[name])), name
     assert float(logs["vlm"]) > 0 and 0 < float(logs["scores_general_real"]) < 1
     assert all(not changed(frozen[name], net) for name, net in zip(("text", "image", "msb"), vlm))

@@ -95,6 +95,46 @@ def sample_without_a_run(tmp_path):
     harness.open_run("ch1_gan_int_cls", options)
 
 
+def custom_data(train="a\nb\n", test="c\n", classes=None, attributes=None):
+    """A three-image custom data set with the given lists, loaded as ``train`` loads it."""
+    def make_mistake(tmp_path):
+        from PIL import Image
+
+        from t2igan.data.loaders import load_dataset
+
+        root = tmp_path / "custom"
+        (root / "images").mkdir(parents=True)
+        (root / "captions").mkdir()
+        for key in "abc":
+            Image.new("RGB", (8, 8), (200, 10, 10)).save(root / "images" / f"{key}.png")
+            (root / "captions" / f"{key}.txt").write_text(f"a red bird {key}\n")
+        (root / "train.txt").write_text(train)
+        (root / "test.txt").write_text(test)
+        for name, content in (("classes.txt", classes), ("attributes.jsonl", attributes)):
+            if content is not None:
+                (root / name).write_text(content)
+        load_dataset(str(root))
+    return make_mistake
+
+
+def chapter_networks(chapter, variant, setting):
+    """A setting only the networks can refuse, checked as ``train`` checks it before any pretraining."""
+    def make_mistake(tmp_path):
+        if chapter == 4:
+            from chapters.ch4_dfgan_ratgan.build import build_networks as check
+            from chapters.ch4_dfgan_ratgan.profiles import PROFILES as profiles
+            from chapters.ch4_dfgan_ratgan.profiles import VARIANTS
+            config = resolve_config(profiles, "smoke", "shapes", [setting], None, VARIANTS["smoke"][variant])
+            config["variant"] = variant
+        else:
+            from chapters.ch5_vlmgan.build import check_networks as check
+            from chapters.ch5_vlmgan.profiles import PROFILES
+            config = resolve_config(PROFILES[variant], "smoke", "shapes", [setting], None)
+            config["vlm_variant"] = variant
+        check(config)
+    return make_mistake
+
+
 CASES = [
     ("batch_size=0", lambda tmp: resolve("batch_size=0"), r"^batch_size=0: must be a whole number ≥ 1 \(set it with --set batch_size=…\)"),
     ("epochs=0", lambda tmp: resolve("epochs=0"), r"^epochs=0: must be a whole number ≥ 1"),
@@ -119,6 +159,19 @@ CASES = [
      r"config.json is not a run's configuration \(it lacks chapter\)"),
     ("config.json without the run's keys", open_crafted_run,
      r"config.json is not a trained run's configuration \(it lacks dataset, profile, seed\)"),
+    ("an image size DF-GAN cannot build", chapter_networks(4, "dfgan", "image_size=24"),
+     r"^image_size must be a power of two ≥ 8 \(256 in the papers\), not 24\.$"),
+    ("MSB heads that do not divide its width", chapter_networks(5, "attngan", "msb_heads=3"),
+     r"^MSB width 16 must be divisible by the number of heads 3\.$"),
+    ("a key listed twice in train.txt", custom_data(train="a\nb\na\n"),
+     r"custom/train.txt lists 1 key\(s\) more than once \('a'\): keep one line per key and remove the repeats\.$"),
+    ("a key in both train.txt and test.txt", custom_data(train="a\nb\nc\n", test="c\n"),
+     r"^1 key\(s\) are in both .*custom/train.txt and test.txt \('c'\): the test split must hold images the model "
+     r"never trains on"),
+    ("a key given two classes", custom_data(classes="a 1\nb 2\na 3\n"),
+     r"custom/classes.txt gives a class to 1 key\(s\) more than once \('a'\)"),
+    ("a key described twice", custom_data(attributes='{"key": "a"}\n{"key": "a"}\n'),
+     r"custom/attributes.jsonl describes the key 'a' more than once"),
     ("the hint keeps DATASET and PROFILE", sample_without_a_run,
      r"Train first: make chapter1-train DATASET=shapes PROFILE=smoke RUN_DIR=.*none$"),
 ]
@@ -153,6 +206,19 @@ def test_the_real_command_line_exits_2_without_a_traceback(tmp_path):
     assert finished.stderr.strip().splitlines()[-1].startswith("error: batch_size=0: must be a whole number ≥ 1")
     assert "Traceback" not in finished.stderr
     assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written
+
+
+def test_a_setting_the_networks_refuse_fails_before_any_pretraining(tmp_path):
+    """Finding 3: chapter 5 pretrains the DAMSM and the VLM before it builds the GAN; a bad MSB or image size
+    used to surface only after both (minutes on the course profile). Now the networks are built first."""
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT]))
+    finished = subprocess.run([sys.executable, "-m", "chapters.ch5_vlmgan", "train", "--profile=smoke",
+                               "--set", "msb_heads=3", f"--run_dir={tmp_path / 'run'}"], cwd=ROOT, env=environment,
+                              capture_output=True, text=True, timeout=time_limit(60))
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert finished.stderr.strip().splitlines()[-1] == "error: MSB width 16 must be divisible by the number of heads 3."
+    assert "Pretraining" not in finished.stderr and not (tmp_path / "run" / "text_encoder").exists()
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_a_variant_other_than_the_run_is_refused(tmp_path):
@@ -208,6 +274,25 @@ def test_an_unfinished_checkpoint_save_is_removed(tmp_path):
     (tmp_path / "ckpt-3_temp" / "part-0").mkdir(parents=True)
     checkpointer = Checkpointer(str(tmp_path), weights=tf.Variable(1.0))
     assert not (tmp_path / "ckpt-3_temp").exists() and checkpointer.restore() == 0
+
+
+def test_tensorflow_notes_while_training_are_filtered_and_the_rest_passes_in_order():
+    """Finding 8: "E0000 … oneDNN supports DT_BOOL only on platforms with AVX-512" came in every pretraining;
+    the filter drops it (C++ writes to file descriptor 2 too) and keeps every other line, in order, up to
+    the last one before exit, also under a Ctrl-C sent to the whole process group."""
+    program = ("import os, signal, sys, time\nfrom t2igan.startup import quiet_tensorflow\nquiet_tensorflow()\n"
+               "os.write(2, b'E0000 00:00:1 1 util.cc:131] oneDNN supports DT_BOOL only on platforms with AVX-512. "
+               "Falling back to the default Eigen-based implementation if present.\\n')\n"
+               "print('first', file=sys.stderr, flush=True)\nos.write(2, b'second\\n')\n"
+               "signal.signal(signal.SIGINT, lambda *_: print('stopped', file=sys.stderr))\n"
+               "os.killpg(os.getpgrp(), signal.SIGINT)\ntime.sleep(0.5)\nprint('last', file=sys.stderr)\n"
+               "raise SystemExit(2)\n")
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), ROOT]))
+    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    finished = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=environment, capture_output=True,
+                              text=True, timeout=time_limit(60), start_new_session=True)
+    assert finished.returncode == 2
+    assert finished.stderr.splitlines() == ["first", "second", "stopped", "last"], finished.stderr
 
 
 def test_tensorflow_start_up_noise_is_filtered_and_verbose_brings_it_back(tmp_path):

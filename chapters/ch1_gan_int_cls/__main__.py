@@ -47,7 +47,7 @@ def build_gan(config):
 
 def pretrain(options):
     """``chapter1-pretrain``: (re)train the char-CNN-RNN text encoder φ(t) with DS-SJE."""
-    strategy, run, config = harness.start_training(CHAPTER, options, PROFILES)
+    strategy, run, config = harness.start_training(CHAPTER, options, PROFILES, check_networks=build_gan)
     index = harness.load_data(config, options.data_root)
     char_cnn_rnn.pretrain_for_run(strategy, run, config, index, options.data_root)
     harness.commit_config(run)
@@ -58,7 +58,7 @@ def train(options):
     from t2igan.data.pipeline import make_dataset
     from t2igan.training.run import Timer
 
-    strategy, run, config = harness.start_training(CHAPTER, options, PROFILES)
+    strategy, run, config = harness.start_training(CHAPTER, options, PROFILES, check_networks=build_gan)
     timer = Timer()
     index = harness.load_data(config, options.data_root)
     text = char_cnn_rnn.run_embeddings(run, config, index, options.data_root, strategy)

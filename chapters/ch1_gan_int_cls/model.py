@@ -177,10 +177,7 @@ class GanIntCls(ConditionalGAN):
     through the networks as separate batches (see the G step).
     """
 
-    metric_tags = {
-        **ConditionalGAN.metric_tags,
-        "d_real": "score/real_right", "d_wrong": "score/real_wrong", "d_fake": "score/fake_right",
-    }
+    metric_groups = {**ConditionalGAN.metric_groups, "d_real": "score", "d_wrong": "score", "d_fake": "score"}
 
     def __init__(self, generator, discriminator, matching_aware=True, interpolation=True,
                  cls_weight=0.5, interp_beta=0.5, interp_weight=1.0, ema_decay=0.0, **kwargs):

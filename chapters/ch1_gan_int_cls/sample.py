@@ -37,8 +37,18 @@ def sample_captions(run, generate: Callable, encode: Callable[[str], np.ndarray]
     check_sample_count(n)
     first = encode(options.text)
     noise = sample_noise(n, noise_dim, options.sample_seed)
+    path = sample_path(run, options.text, options.sample_seed, options.output)
     if options.interpolate_to:
         images = interpolation_grid(generate, first, encode(options.interpolate_to), noise, 8)
-    else:
-        images = np.asarray(generate(noise, np.repeat(first[None], n, axis=0)))[None]
-    return save_sample_grid(images, sample_path(run, options.text, options.sample_seed, options.output))
+        return save_sample_grid(interpolation_picture(images, options.text, options.interpolate_to), path)
+    images = np.asarray(generate(noise, np.repeat(first[None], n, axis=0)))[None]
+    return save_sample_grid(images, path, caption=options.text)
+
+
+def interpolation_picture(images: np.ndarray, first: str, second: str) -> np.ndarray:
+    """The walk (n, steps, H, W, 3) as a uint8 picture: "from: t1" and "to: t2" at its ends, β over each column."""
+    from t2igan.sampling import enlarge, interpolation_weights, label_columns, label_ends, make_grid, readable_scale
+
+    betas = [f"beta {round(float(beta), 2):g}" for beta in interpolation_weights(images.shape[1])]  # the font has no β
+    grid = make_grid(enlarge(images, readable_scale(images.shape[2], 64)))
+    return label_ends(label_columns(grid, betas), first, second)

@@ -22,7 +22,7 @@ from absl import flags
 
 from chapters.ch1_gan_int_cls import char_cnn_rnn
 from chapters.ch1_gan_int_cls.sample import sample_captions
-from chapters.ch2_stackgan.build import build_v1, build_v2, input_noise_dim
+from chapters.ch2_stackgan.build import build_v1, build_v2, check_networks, input_noise_dim
 from chapters.ch2_stackgan.profiles import PROFILES, variant_settings
 from chapters.ch2_stackgan.stages import check_stage_sizes
 from t2igan import cli
@@ -46,10 +46,9 @@ def start_training(options):
     def adjust(config):
         config["variant"] = options.variant
 
-    strategy, run, config = harness.start_training(CHAPTER, options, PROFILES, run_dir=run_dir(options), adjust=adjust,
-                                                   variant_settings=variant_settings(options.variant, options.profile))
-    check_stage_sizes(config)
-    return strategy, run, config
+    return harness.start_training(CHAPTER, options, PROFILES, run_dir=run_dir(options), adjust=adjust,
+                                  variant_settings=variant_settings(options.variant, options.profile),
+                                  check_networks=check_networks)
 
 
 def stage_folder(run, stage):

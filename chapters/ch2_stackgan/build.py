@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chapters.ch2_stackgan import model
+from chapters.ch2_stackgan.stages import check_stage_sizes
 
 
 def input_noise_dim(config) -> int:
@@ -62,3 +63,12 @@ def build_v1(config, stage):
                                                 config["discriminator_width"], size)
     discriminator([tf.zeros((2, size, size, 3)), text])
     return model.StackGanV1(stage_two(), discriminator, stage_one=stage_one(), kl_weight=config["kl_weight"])
+
+
+def check_networks(config):
+    """The run's networks, built once and thrown away: a setting they cannot take fails before pretraining."""
+    check_stage_sizes(config)
+    if config.get("variant") == "v1":
+        build_v1(config, 1), build_v1(config, 2)
+    else:
+        build_v2(config)

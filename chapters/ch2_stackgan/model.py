@@ -153,20 +153,20 @@ class StackGanPlusPlus(ConditionalGAN):
     """
 
     def __init__(self, generator, discriminator, kl_weight=2.0, uncond_weight=1.0, colour_weight=0.0,
-                 ema_decay=0.999, extra_tags=None, **kwargs):
+                 ema_decay=0.999, extra_groups=None, **kwargs):
         super().__init__(ema_decay=ema_decay, **kwargs)
         self.generator, self.discriminator = generator, discriminator
         self.kl_weight, self.uncond_weight, self.colour_weight = kl_weight, uncond_weight, colour_weight
         self.sizes = generator.sizes
-        # ``extra_tags``: a subclass's own metrics (AttnGAN's DAMSM terms), name → TensorBoard tag.
-        self.metric_tags = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "kl": "loss/kl", **(extra_tags or {})}
-        for size in self.sizes:
-            for name, tag in [("d_loss", "loss/discriminator"), ("g_loss", "loss/generator"), ("d_real", "score/real_right"),
-                              ("d_wrong", "score/real_wrong"), ("d_fake", "score/fake_right")]:
-                self.metric_tags[f"{name}_{size}"] = f"{tag}_{size}px"
+        # ``extra_groups``: a subclass's own metrics (AttnGAN's DAMSM terms), name → TensorBoard group.
+        self.metric_groups = {"d_loss": "loss", "g_loss": "loss", "kl": "loss", **(extra_groups or {})}
+        for size in self.sizes:  # one set per stage: d_loss_64 is the 64-px stage's
+            for name, group in [("d_loss", "loss"), ("g_loss", "loss"), ("d_real", "score"), ("d_wrong", "score"),
+                                ("d_fake", "score")]:
+                self.metric_groups[f"{name}_{size}"] = group
         if colour_weight:
-            self.metric_tags["colour"] = "loss/colour_consistency"
-        self.track(*self.metric_tags)
+            self.metric_groups["colour"] = "loss"
+        self.track(*self.metric_groups)
 
     def split_noise(self, noise):
         """The pipeline's noise row carries z and the CA's ε side by side."""
@@ -420,8 +420,8 @@ class StackGanV1(ConditionalGAN):
     ``stage_one`` (stage II only): the trained stage-I generator, frozen, whose image G₁ refines.
     """
 
-    metric_tags = {**ConditionalGAN.metric_tags, "kl": "loss/kl", "d_real": "score/real_right",
-                   "d_wrong": "score/real_wrong", "d_fake": "score/fake_right"}
+    metric_groups = {**ConditionalGAN.metric_groups, "kl": "loss", "d_real": "score", "d_wrong": "score",
+                     "d_fake": "score"}
 
     def __init__(self, generator, discriminator, stage_one=None, kl_weight=2.0, ema_decay=0.0, **kwargs):
         super().__init__(ema_decay=ema_decay, **kwargs)

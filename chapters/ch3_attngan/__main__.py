@@ -17,9 +17,9 @@ from absl import flags
 
 from chapters.ch2_stackgan.stages import check_stage_sizes
 from chapters.ch3_attngan import damsm, official
-from chapters.ch3_attngan.build import build_gan, input_noise_dim
+from chapters.ch3_attngan.build import build_gan, check_networks, input_noise_dim
 from chapters.ch3_attngan.profiles import PROFILES
-from chapters.ch3_attngan.views import attention_grid, attention_maps_callback
+from chapters.ch3_attngan.views import attention_maps_callback, word_attention_picture, words_of
 from t2igan import cli
 from t2igan.config import default_run_dir
 from t2igan.errors import UserError
@@ -43,9 +43,7 @@ def run_dir(options) -> str:
 
 def start_training(options):
     official.refuse_imported_run(run_dir(options))
-    strategy, run, config = harness.start_training(CHAPTER, options, PROFILES)
-    check_stage_sizes(config)
-    return strategy, run, config
+    return harness.start_training(CHAPTER, options, PROFILES, check_networks=check_networks)
 
 
 def pretrain(options):
@@ -126,12 +124,12 @@ def sample(options):
     batch_ids, batch_lengths = np.repeat(ids[None], n, axis=0), np.full(n, length, np.int32)
     images, maps = gan.generate(noise, batch_ids, batch_lengths, return_attention=True)
     path = harness.save_sample_grid(images.numpy(), harness.sample_path(run, options.text, options.sample_seed,
-                                                                        options.output))
+                                                                        options.output), caption=options.text)
     if options.attention:
-        size = config["image_size"]
-        rows = np.stack([attention_grid(images.numpy()[b], maps[-1].numpy()[b], length, size) for b in range(min(n, 4))])
-        print("Columns: the image, then " + " | ".join(vocabulary.words[t] for t in ids[:length]))
-        harness.save_sample_grid(rows, path[:-4] + "-attention.png")
+        words = words_of(vocabulary, ids, length)
+        print("Columns: the image, then " + " | ".join(words))
+        picture = word_attention_picture(images.numpy()[:4], maps[-1].numpy()[:4], words, config["image_size"], options.text)
+        harness.save_sample_grid(picture, path[:-4] + "-attention.png")
 
 
 def evaluate(options):

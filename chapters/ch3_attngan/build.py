@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chapters.ch2_stackgan.stages import check_stage_sizes
 from chapters.ch3_attngan import model
 
 def input_noise_dim(config) -> int:
@@ -19,11 +20,25 @@ def build_generator(config, text_dim):
              tf.ones((2, 3), tf.bool)])
     return network
 
+def build_discriminators(config, sizes, dim):
+    """One discriminator per stage size, built by a dummy call."""
+    import tensorflow as tf
+
+    discriminator = model.Discriminators(sizes, config["discriminator_width"], dim)
+    discriminator([[tf.zeros((2, s, s, 3)) for s in sizes], tf.zeros((2, dim))])
+    return discriminator
+
+
+def check_networks(config):
+    """G and the stage Ds, built once and thrown away: a setting they cannot take fails before DAMSM pretrains."""
+    check_stage_sizes(config)
+    dim = 2 * config["text_hidden"]
+    build_discriminators(config, build_generator(config, dim).sizes, dim)
+
+
 def build_gan(config, encoders, gan_class=None, **gan_kwargs):
     """AttnGAN (or ``gan_class``, a subclass taking extra ``gan_kwargs``) with its generator, the EMA copy,
     the stage discriminators and the frozen DAMSM ``encoders`` = (text, image)."""
-    import tensorflow as tf
-
     text, image = encoders
     dim = 2 * config["text_hidden"]
 
@@ -31,8 +46,7 @@ def build_gan(config, encoders, gan_class=None, **gan_kwargs):
         return build_generator(config, dim)
 
     g = generator()
-    discriminator = model.Discriminators(g.sizes, config["discriminator_width"], dim)
-    discriminator([[tf.zeros((2, s, s, 3)) for s in g.sizes], tf.zeros((2, dim))])
+    discriminator = build_discriminators(config, g.sizes, dim)
     gan = (gan_class or model.AttnGan)(g, discriminator, text, image, config["damsm_weight"], config["kl_weight"],
                                        config["uncond_loss"], config["gamma1"], config["gamma2"], config["gamma3"],
                                        config["ema_decay"], **gan_kwargs)

@@ -558,7 +558,8 @@ def pretrain(strategy, folder, log_dir, config, index, images_fn, verbose="auto"
 class ValidationAttention(keras.callbacks.Callback):
     """TensorBoard ``damsm/word_attention`` each epoch: for 4 fixed test images and their first caption, the
     image, then where each word attends among the image regions (α of Eq. 9) — what AttnGAN's
-    ``pretrain_DAMSM.py`` saves as attention maps during validation."""
+    ``pretrain_DAMSM.py`` saves as attention maps during validation. Each row's words are written over its
+    maps, with a colour scale (each map scaled to its own max)."""
 
     def __init__(self, text, image, test_images, index, vocab, config, log_dir, count=4):
         super().__init__()
@@ -572,7 +573,7 @@ class ValidationAttention(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(log_dir)
 
     def on_epoch_end(self, epoch, logs=None):
-        from t2igan.sampling import heat_overlay, make_grid
+        from t2igan.sampling import attention_picture, heat_overlay
 
         words, _ = self.text([self.ids, self.lengths], training=False)
         regions, _ = self.image(self.pixels, training=False)
@@ -580,13 +581,11 @@ class ValidationAttention(keras.callbacks.Callback):
         flat = tf.reshape(regions, [len(self.ids), height * width, regions.shape[-1]])
         _, attention = word_attention(words, flat, self.lengths, self.gamma1)  # (B, T, R)
         maps = tf.reshape(attention, [len(self.ids), -1, height, width]).numpy()
-        longest = int(self.lengths.max())
-        rows = []
+        rows, labels = [], []
         for b, image in enumerate(self.pixels):
-            row = [image] + [heat_overlay(image, maps[b, t]) for t in range(int(self.lengths[b]))]
-            row += [np.full_like(image, -1.0)] * (longest + 1 - len(row))
-            rows.append(np.stack(row))
-        grid = make_grid(np.stack(rows))
+            rows.append(np.stack([image] + [heat_overlay(image, maps[b, t]) for t in range(int(self.lengths[b]))]))
+            labels.append(["image"] + [self.vocab.words[t] for t in self.ids[b, : int(self.lengths[b])]])
+        grid = attention_picture(rows, labels, scale_title="word attention")
         with self.writer.as_default(step=epoch + 1):
             tf.summary.image("damsm/word_attention", grid[None].astype(np.float32) / 255.0)
             if epoch == 0:

@@ -189,8 +189,7 @@ class AttnGan(stackgan.StackGanPlusPlus):
                  unconditional=True, gamma1=4.0, gamma2=5.0, gamma3=10.0, ema_decay=0.999, **kwargs):
         super().__init__(generator, discriminator, kl_weight=kl_weight, uncond_weight=1.0 if unconditional else 0.0,
                          colour_weight=0.0, ema_decay=ema_decay,
-                         extra_tags={"damsm": "loss/damsm", "damsm_words": "loss/damsm_words",
-                                     "damsm_sentence": "loss/damsm_sentence"}, **kwargs)
+                         extra_groups={"damsm": "loss", "damsm_words": "loss", "damsm_sentence": "loss"}, **kwargs)
         self.text_encoder, self.image_encoder = text_encoder, image_encoder
         text_encoder.trainable = False
         image_encoder.trainable = False

@@ -16,9 +16,9 @@ import numpy as np
 from absl import flags
 
 from chapters.ch3_attngan import damsm
-from chapters.ch4_dfgan_ratgan.build import build_gan, sampling_noise
+from chapters.ch4_dfgan_ratgan.build import build_gan, build_networks, sampling_noise
 from chapters.ch4_dfgan_ratgan.profiles import PROFILES, VARIANTS
-from chapters.ch4_dfgan_ratgan.views import (attention_overlay, discriminator_attention_callback,
+from chapters.ch4_dfgan_ratgan.views import (discriminator_attention_callback, discriminator_attention_picture,
                                              modulation_statistics_callback)
 from t2igan import cli
 from t2igan.config import default_run_dir
@@ -46,7 +46,8 @@ def start_training(options):
         config["variant"] = options.variant
 
     return harness.start_training(CHAPTER, options, PROFILES, run_dir=run_dir(options), adjust=adjust,
-                                  variant_settings=VARIANTS[options.profile][options.variant])
+                                  variant_settings=VARIANTS[options.profile][options.variant],
+                                  check_networks=build_networks)
 
 
 def pretrain(options):
@@ -98,12 +99,12 @@ def train(options):
     def r_precision(plan, generated):
         return damsm_r_precision(gan.text_encoder, encoders["damsm"][1], index, test_ids, test_lengths, plan, generated, 1234)
 
-    callbacks = harness.training_callbacks(run, config, gan, checkpointer, optimizers, render,
-                                           [index.test[i].captions[0] for i in range(rows)])
+    grid_captions = [index.test[i].captions[0] for i in range(rows)]
+    callbacks = harness.training_callbacks(run, config, gan, checkpointer, optimizers, render, grid_captions)
     callbacks.append(modulation_statistics_callback(gan, grid_noise, grid_ids, grid_lengths, callbacks.writer))
     if config["variant"] == "ratgan" and config["discriminator_head"] == "attention":
         callbacks.append(discriminator_attention_callback(gan, grid_noise[::columns], grid_ids[::columns],
-                                                          grid_lengths[::columns], callbacks.writer))
+                                                          grid_lengths[::columns], callbacks.writer, grid_captions))
     metrics = harness.metrics_callback(config, index, options.data_root, generate, config["noise_dim"],
                                        callbacks.writer, extra=r_precision)
     callbacks += [metrics] if metrics else []
@@ -130,10 +131,12 @@ def sample(options):
     noise = sampling_noise(config, harness.sample_noise(n, config["noise_dim"], options.sample_seed))
     batch_ids, batch_lengths = np.repeat(ids[None], n, axis=0), np.full(n, length, np.int32)
     images = gan.generate(noise, batch_ids, batch_lengths).numpy()
-    path = harness.save_sample_grid(images, harness.sample_path(run, options.text, options.sample_seed, options.output))
+    path = harness.save_sample_grid(images, harness.sample_path(run, options.text, options.sample_seed, options.output),
+                                    caption=options.text)
     if config["variant"] == "ratgan" and config["discriminator_head"] == "attention" and options.attention:
         maps = gan.discriminator_attention(images, batch_ids, batch_lengths)
-        harness.save_sample_grid(attention_overlay(images, maps.numpy()), path[:-4] + "-attention.png")
+        picture = discriminator_attention_picture(images, maps.numpy(), caption=options.text)
+        harness.save_sample_grid(picture, path[:-4] + "-attention.png")
 
 
 def evaluate(options):

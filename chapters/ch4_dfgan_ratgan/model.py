@@ -431,8 +431,8 @@ class OneStageGan(ConditionalGAN):
     The sentence comes from the frozen DAMSM text encoder; no EMA in either official code (``ema_decay``).
     """
 
-    metric_tags = {"d_loss": "loss/discriminator", "g_loss": "loss/generator", "d_real": "hinge/real",
-                   "d_fake": "hinge/fake", "d_mismatch": "hinge/mismatch", "gradient_penalty": "loss/gradient_penalty"}
+    metric_groups = {"d_loss": "loss", "g_loss": "loss", "d_real": "hinge", "d_fake": "hinge", "d_mismatch": "hinge",
+                     "gradient_penalty": "loss"}
 
     def __init__(self, generator, discriminator, text_encoder, mismatch="roll", penalty_step="joint",
                  penalty_weight=2.0, penalty_power=6.0, ema_decay=0.0, **kwargs):
@@ -444,7 +444,7 @@ class OneStageGan(ConditionalGAN):
         text_encoder.trainable = False
         self.mismatch, self.penalty_step = mismatch, penalty_step
         self.penalty_args = (penalty_weight, penalty_power)
-        self.track(*self.metric_tags)
+        self.track(*self.metric_groups)
 
     def encode_text(self, caption_ids, caption_length):
         """The frozen DAMSM sentence feature (inference mode, no gradient), float32 (B, 256)."""

@@ -19,8 +19,8 @@ from absl import flags
 
 from chapters.ch2_stackgan.stages import check_stage_sizes
 from chapters.ch3_attngan import damsm
-from chapters.ch5_vlmgan.build import (TITLES, build_gan, input_noise_dim, real_pair_references, sampling_noise,
-                                       vlms_extra)
+from chapters.ch5_vlmgan.build import (TITLES, build_gan, check_networks, input_noise_dim, real_pair_references,
+                                       sampling_noise, vlms_extra)
 from chapters.ch5_vlmgan.profiles import PROFILES
 from chapters.ch5_vlmgan.vlm import load_vlm, pretrain_vlm
 from t2igan import cli
@@ -49,9 +49,8 @@ def start_training(options):
     def adjust(config):
         config["vlm_variant"] = options.variant
 
-    strategy, run, config = harness.start_training(CHAPTER, options, PROFILES[options.variant],
-                                                   run_dir=run_dir(options), adjust=adjust)
-    return strategy, run, checked(config)
+    return harness.start_training(CHAPTER, options, PROFILES[options.variant], run_dir=run_dir(options),
+                                  adjust=adjust, check_networks=check_networks)
 
 
 def pretrain(options):
@@ -144,7 +143,8 @@ def sample(options):
     n = options.n
     noise = sampling_noise(config, harness.sample_noise(n, input_noise_dim(config), options.sample_seed))
     images = np.asarray(gan.generate(noise, np.repeat(ids[None], n, axis=0), np.full(n, length, np.int32)))
-    harness.save_sample_grid(images, harness.sample_path(run, options.text, options.sample_seed, options.output))
+    harness.save_sample_grid(images, harness.sample_path(run, options.text, options.sample_seed, options.output),
+                             caption=options.text)
 
 
 def evaluate(options):

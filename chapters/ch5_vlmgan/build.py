@@ -16,6 +16,22 @@ def input_noise_dim(config) -> int:
     return attngan_build.input_noise_dim(config) if config["vlm_variant"] == "attngan" else config["noise_dim"]
 
 
+def check_networks(config):
+    """The GAN's networks and the MSB, built once and thrown away: a setting they cannot take fails before
+    the DAMSM and the VLM pretrain."""
+    import tensorflow as tf
+
+    if config["vlm_variant"] == "attngan":
+        attngan_build.check_networks(config)
+    else:
+        dfgan_build.build_networks(config)
+    width, words = config["damsm_dim"], config["words_num"]  # the MSB with one region: its own rules only
+    msb = model.MatchingScoreBlock(1, words, width, config["msb_depth"], config["msb_heads"], config["msb_ffn"],
+                                   config["msb_dropout"])
+    msb([tf.zeros((1, 1, width)), tf.zeros((1, width)), tf.zeros((1, words, width)), tf.zeros((1, width)),
+         tf.ones((1, words), tf.bool)])
+
+
 def build_gan(config, damsm_encoders, vlm):
     text, image, msb = vlm
     vlm_kwargs = dict(vlm_text_encoder=text, vlm_image_encoder=image, msb=msb, vvm_weight=config["vvm_weight"],

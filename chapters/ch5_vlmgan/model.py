@@ -319,12 +319,10 @@ def vvm_loss(fake_regions, fake_global, real_regions, real_global, fake_pooled, 
 # ---------------------------------------------------------------------------
 # Chapters 3 and 4 compute L_G per example in ``generator_loss`` inside their generator tape; the classes
 # below override it, add ``VlmTerms.vlm_terms`` of the final image and call ``super()``. Metric name →
-# TensorBoard tag:
-VLM_TAGS = {"vlm": "loss/vlm", "vvm": "loss/vvm", "vlm_local": "vlm/local", "vlm_global": "vlm/global",
-            "vlm_general": "vlm/general", "vvm_global": "vvm/global", "vvm_local": "vvm/local",
-            "vvm_general": "vvm/general",
-            **{f"scores_{level}_{side}": f"scores/{level}_{side}"
-               for level in ("local", "global", "general") for side in ("fake", "real")}}
+# TensorBoard group (``vlm_local`` is logged as ``vlm/vlm_local``):
+VLM_GROUPS = {"vlm": "loss", "vvm": "loss", "vlm_local": "vlm", "vlm_global": "vlm", "vlm_general": "vlm",
+            "vvm_global": "vvm", "vvm_local": "vvm", "vvm_general": "vvm",
+            **{f"scores_{level}_{side}": "scores" for level in ("local", "global", "general") for side in ("fake", "real")}}
 
 
 class VlmTerms:
@@ -347,8 +345,8 @@ class VlmTerms:
         self.vlm_weight = float(self.default_vlm_weight if vlm_weight is None else vlm_weight)
         self.vlm_gammas, self.local_form = tuple(vlm_gammas), local_form
         self.vlm_image_size = vlm_image_size or vlm_image_encoder.input_size
-        self.metric_tags = {**self.metric_tags, **VLM_TAGS}
-        self.track(*VLM_TAGS)
+        self.metric_groups = {**self.metric_groups, **VLM_GROUPS}
+        self.track(*VLM_GROUPS)
 
     def to_vlm_size(self, images):
         size = self.vlm_image_size

@@ -691,9 +691,9 @@ def _compare_plugin(module, owner, fake, batch, real_images, fake_images, label)
         raise CheckFailed("vlm_terms must return (λ2·L_VLM + λ1·L_VVM (B,), logs dict).")
     extra, logs = result
     want_extra, want_logs = _plugin_expected(owner, fake_images, real_images, batch)
-    if set(logs) != set(module.VLM_TAGS):
-        raise CheckFailed(f"the logs of vlm_terms have keys {sorted(logs)}, expected the keys of VLM_TAGS "
-                          f"{sorted(module.VLM_TAGS)}.")
+    if set(logs) != set(module.VLM_GROUPS):
+        raise CheckFailed(f"the logs of vlm_terms have keys {sorted(logs)}, expected the keys of VLM_GROUPS "
+                          f"{sorted(module.VLM_GROUPS)}.")
     for key in sorted(want_logs):
         assert_close(f"logs[{key!r}] ({label})", logs[key], want_logs[key], 1e-4, 1e-6)
     assert_close(f"λ2·L_VLM + λ1·L_VVM ({label})", extra, want_extra, 1e-4, 1e-6)
@@ -792,7 +792,7 @@ the fake pair, and gradient-stopped for the real pair.
 L_VLM, its terms and the fake scores: vlm_loss(..., batch.get("class_id"), γ1, γ2, γ3, self.local_form);
 L_VVM and its terms: vvm_loss(..., γ1). Real scores: the matched scores of local_score(...,
 self.local_form, pairwise=False) and global_score(..., pairwise=False), and σ(real logit).
-Return (λ2·L_VLM + λ1·L_VVM (B,), logs) with the keys of VLM_TAGS: "vlm", "vvm", "vlm_<term>",
+Return (λ2·L_VLM + λ1·L_VVM (B,), logs) with the keys of VLM_GROUPS: "vlm", "vvm", "vlm_<term>",
 "vvm_<term>", "scores_<level>_fake", "scores_<level>_real".""",
     },
     checks=(

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from t2igan.metrics.inception import sha256 as _sha256
-from t2igan.sampling import make_grid, save_png, to_uint8
+from t2igan.sampling import captioned_grid, save_png, to_uint8
 
 
 def caption_plan(examples, count: int, seed: int) -> list[tuple[int, int]]:
@@ -161,7 +161,8 @@ def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_sa
     if not plan:
         raise ValueError(f"The test split of {index.name} has no captions to evaluate.")
     images = generate_for(plan, generate, noise_dim, seed)
-    save_png(make_grid(images[:64].reshape(-1, 8, *images.shape[1:]) if len(images) >= 64 else images),
+    # eval.png: the first 64 images, each with its caption (shortened) above it: the grid reads on its own.
+    save_png(captioned_grid(images, [index.test[i].captions[c] for i, c in plan[:64]]),
              os.path.join(run.samples, "eval.png"))
     latest = _latest_checkpoint(run)
     protocol = {

@@ -42,6 +42,25 @@ def check_key(key: str, source: str) -> str:
     return key
 
 
+def refuse_repeats(keys: list[str], source: str, what: str = "lists") -> None:
+    """A key listed twice would count one image twice (or give it two classes): refuse it, naming the file."""
+    seen: set[str] = set()
+    repeated = list(dict.fromkeys(key for key in keys if key in seen or seen.add(key)))  # in file order
+    if repeated:
+        shown = ", ".join(repr(key) for key in repeated[:5]) + (", …" if len(repeated) > 5 else "")
+        raise ValueError(f"{source} {what} {len(repeated)} key(s) more than once ({shown}): keep one line per "
+                         "key and remove the repeats.")
+
+
+def refuse_overlap(train: list[str], test: list[str], root: str) -> None:
+    """An image in both splits makes every test figure (FID, R-precision, oracle accuracy) a training figure."""
+    shared = sorted(set(train) & set(test))
+    if shared:
+        shown = ", ".join(repr(key) for key in shared[:5]) + (", …" if len(shared) > 5 else "")
+        raise ValueError(f"{len(shared)} key(s) are in both {os.path.join(root, 'train.txt')} and test.txt ({shown}): "
+                         "the test split must hold images the model never trains on; remove them from one of the two.")
+
+
 def describe_folder(folder: str, limit: int = 25) -> str:
     """The entries of ``folder`` for an error message ("a/, b.txt, ...")."""
     try:
@@ -104,12 +123,14 @@ def load_custom(folder: str) -> DatasetIndex:
     class_ids: dict[str, int] = {}
     classes_path = os.path.join(root, "classes.txt")
     if os.path.isfile(classes_path):
-        for number, line in enumerate(read_text_lines(classes_path), start=1):
+        lines = read_text_lines(classes_path)
+        for number, line in enumerate(lines, start=1):
             parts = line.rsplit(None, 1)
             try:
                 class_ids[parts[0]] = int(parts[1])
             except (IndexError, ValueError):
                 raise ValueError(f"{classes_path} line {number}: expected '<key> <class_id>', got {line!r}.") from None
+        refuse_repeats([line.rsplit(None, 1)[0] for line in lines], classes_path, "gives a class to")
 
     attributes: dict[str, dict[str, Any]] = {}
     attributes_path = os.path.join(root, "attributes.jsonl")
@@ -117,6 +138,9 @@ def load_custom(folder: str) -> DatasetIndex:
         for number, line in enumerate(read_text_lines(attributes_path), start=1):
             try:
                 record = json.loads(line)
+                if record["key"] in attributes:
+                    raise ValueError(f"{attributes_path} describes the key {record['key']!r} more than once: keep "
+                                     "one line per key and remove the repeats.")
                 attributes[record["key"]] = record
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise ValueError(
@@ -127,10 +151,14 @@ def load_custom(folder: str) -> DatasetIndex:
     splits: dict[str, list[Example]] = {}
     missing: dict[str, int] = {}
     no_captions: dict[str, int] = {}
+    listed = {split: read_text_lines(os.path.join(root, f"{split}.txt")) for split in ("train", "test")}
+    for split, keys in listed.items():
+        refuse_repeats(keys, os.path.join(root, f"{split}.txt"))
+    refuse_overlap(listed["train"], listed["test"], root)
     for split in ("train", "test"):
         list_path = os.path.join(root, f"{split}.txt")
         candidates = []
-        for key in read_text_lines(list_path):
+        for key in listed[split]:
             check_key(key, list_path)
             record = attributes.get(key, {})
             candidates.append(

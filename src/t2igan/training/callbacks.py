@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from t2igan.sampling import make_grid, save_png
+from t2igan.sampling import sample_picture, save_png
 from t2igan.training.run import Checkpointer, NonFiniteLossError, is_finite_number
 
 
@@ -40,41 +40,64 @@ class CheckpointEachEpoch(keras.callbacks.Callback):
         self.checkpointer = checkpointer
         self.nan_guard = nan_guard
         self.variables = variables
+        self.saved = 0  # checkpoints written by this training (none: a failure leaves config.json as it was)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.nan_guard.error is not None:
             return
         path = self.checkpointer.save(epoch + 1, self.variables())
+        self.saved += 1
         logging.info("Saved %s", path)
 
 
 class TensorBoardLogger(keras.callbacks.Callback):
-    """Scalars under stable tags (``loss/discriminator`` …) every ``every_steps`` steps, and learning rates."""
+    """Every ``every_steps`` steps, each training quantity's mean over those steps, as ``<group>/<name>``
+    (``loss/d_loss``, ``score/d_fake``: the name is the one the console prints), and the learning rates.
 
-    def __init__(self, writer, tags: dict[str, str], optimizers: dict[str, keras.optimizers.Optimizer], every_steps: int = 20):
+    Keras hands callbacks the mean since the epoch began (what its progress bar shows). A curve of those
+    would reset at every epoch and smooth more as the epoch goes on, so the logger recovers the mean of
+    the steps since its last point: with ``c`` steps done and running mean ``m``, the steps since the
+    previous call (``c'``, ``m'``) sum to ``c·m − c'·m'``. One point per interval, no per-epoch copy.
+    """
+
+    def __init__(self, writer, groups: dict[str, str], optimizers: dict[str, keras.optimizers.Optimizer],
+                 every_steps: int = 20):
         super().__init__()
         self.writer = writer
-        self.tags = tags
+        self.groups = groups
         self.optimizers = optimizers
-        self.every_steps = max(1, every_steps)
+        self.every_steps = max(1, int(every_steps))
+        self.sums: dict[str, float] = {}
+        self.steps, self.done_in_epoch, self.running = 0, 0, {}
+
+    def tag(self, name: str) -> str:
+        return f"{self.groups.get(name, 'train')}/{name}"
 
     def _step(self) -> int:
         return int(self.model.generator_optimizer.iterations.numpy())
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.done_in_epoch, self.running = 0, {}
+
     def on_train_batch_end(self, batch, logs=None):
+        done = batch + 1
+        for name, value in (logs or {}).items():
+            mean = float(value)
+            self.sums[name] = self.sums.get(name, 0.0) + done * mean - self.done_in_epoch * self.running.get(name, 0.0)
+            self.running[name] = mean
+        self.steps += done - self.done_in_epoch
+        self.done_in_epoch = done
         step = self._step()
-        if step % self.every_steps:
+        if step % self.every_steps or not self.steps:
             return
         with self.writer.as_default(step=step):
-            for name, value in (logs or {}).items():
-                tf.summary.scalar(self.tags.get(name, f"train/{name}"), float(value))
+            for name, total in self.sums.items():
+                tf.summary.scalar(self.tag(name), total / self.steps)
             for name, optimizer in self.optimizers.items():
                 tf.summary.scalar(f"learning_rate/{name}", float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+        self.sums, self.steps = {}, 0
 
     def on_epoch_end(self, epoch, logs=None):
-        with self.writer.as_default(step=self._step()):
-            for name, value in (logs or {}).items():
-                tf.summary.scalar(f"epoch/{self.tags.get(name, name)}", float(value))
         self.writer.flush()
 
 
@@ -83,7 +106,8 @@ class SampleGrid(keras.callbacks.Callback):
 
     ``render()`` returns images of shape (rows, columns, H, W, 3) in [-1, 1]:
     one row per caption, one column per noise vector — the same every epoch,
-    so the grids show training progress, not sampling noise.
+    so the grids show training progress, not sampling noise. Each row's caption is written above it
+    (in the PNG and in TensorBoard); small images are enlarged so the words stay readable.
     """
 
     def __init__(self, render: Callable[[], np.ndarray], captions: Sequence[str], samples_dir: str, writer, every_epochs: int = 1, tag: str = "samples/fixed_captions"):
@@ -103,7 +127,10 @@ class SampleGrid(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_epochs:
             return
-        grid = make_grid(self.render())
+        images = self.render()
+        # One caption per row; a short or long list must not stop a training, so it is fitted to the rows.
+        labels = (self.captions + [""] * len(images))[: len(images)]
+        grid = sample_picture(images, row_labels=labels)
         save_png(grid, os.path.join(self.samples_dir, f"epoch_{epoch + 1:04d}.png"))
         with self.writer.as_default(step=int(self.model.generator_optimizer.iterations.numpy())):
             tf.summary.image(self.tag, grid[None].astype(np.float32) / 255.0)

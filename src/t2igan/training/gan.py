@@ -24,8 +24,8 @@ import tensorflow as tf
 class ConditionalGAN(keras.Model):
     """Shared machinery: two optimizers, replica-correct losses, trackers, EMA."""
 
-    #: metric name → TensorBoard tag (subclasses extend it)
-    metric_tags: dict[str, str] = {"d_loss": "loss/discriminator", "g_loss": "loss/generator"}
+    #: metric name → its TensorBoard group: ``d_loss`` is logged as ``loss/d_loss`` (subclasses extend it)
+    metric_groups: dict[str, str] = {"d_loss": "loss", "g_loss": "loss"}
 
     def __init__(self, ema_decay: float = 0.0, **kwargs):
         super().__init__(**kwargs)

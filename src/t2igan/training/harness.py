@@ -33,12 +33,15 @@ def chapter_number(chapter: str) -> int:
 
 # ---------------------------------------------------------------------------- set-up
 def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None = None,
-                   variant_settings: dict | None = None, adjust: Callable[[Config], None] | None = None):
+                   variant_settings: dict | None = None, adjust: Callable[[Config], None] | None = None,
+                   check_networks: Callable[[dict], object] | None = None):
     """Strategy (before any other TF op), the resolved config, and the run folder with ``config.json``.
 
     ``run_dir`` defaults to ``options.run_dir`` or ``runs/chN-<dataset>-<profile>``; ``variant_settings``
     override the profile except where the user gave ``--set``; ``adjust(config)`` may change the resolved
-    config before it is written. Returns ``(strategy, run, config)``.
+    config before it is written; ``check_networks(config)`` builds the GAN's networks once, untrained and
+    thrown away, so that a setting they cannot take fails now, not after minutes of pretraining. Returns
+    ``(strategy, run, config)``.
     """
     from t2igan.training.distribute import make_strategy, worker_run_dir
     from t2igan.training.run import RunDirectory
@@ -53,6 +56,8 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     if adjust is not None:
         adjust(config)
     run.check_config(config)  # another chapter's folder, or a changed data set or size: refused before anything
+    if check_networks is not None:
+        check_networks(config)  # its random draws are undone: the seed is set below, after it
     run.lock()  # one training per run folder
     # config.json is written once the run really starts (commit_config: the networks are built and the
     # checkpoint fits them, or the pretraining is done), so a failed start never poisons the folder.
@@ -109,9 +114,21 @@ def steps_per_epoch(config: dict, examples: int, batch_size: int) -> int:
 
 
 def commit_config(run) -> None:
-    """Write the run's ``config.json`` from the settings :func:`start_training` resolved (once they work)."""
+    """Write the run's ``config.json`` from the settings :func:`start_training` resolved (once they work).
+    What the file held before this session is kept in memory, for :func:`roll_back_config`."""
     if getattr(run, "pending_config", None) is not None:
+        if not hasattr(run, "config_before"):
+            run.config_before = run.read_config_text()
         run.write_config(run.pending_config)
+
+
+def roll_back_config(run) -> None:
+    """A training that stopped (NaN) before it saved any checkpoint leaves ``config.json`` as it was before
+    it started: the folder describes the checkpoint it keeps, never the settings that failed (a learning
+    rate of 1e38 must not become the run's)."""
+    if hasattr(run, "config_before"):
+        run.restore_config_text(run.config_before)
+        logging.info("%s is back to what it was before this training (it saved no checkpoint).", run.config_path)
 
 
 def _seed_and_precision(seed: int, mixed_precision: bool) -> None:
@@ -238,7 +255,7 @@ def training_callbacks(run, config: dict, gan, checkpointer, optimizers: dict, r
     callbacks = [
         nan_guard,
         cb.CheckpointEachEpoch(checkpointer, nan_guard, lambda: gan.generator.weights + gan.discriminator.weights),
-        cb.TensorBoardLogger(writer, gan.metric_tags, optimizers, config["log_every_steps"]),
+        cb.TensorBoardLogger(writer, gan.metric_groups, optimizers, config["log_every_steps"]),
         cb.SampleGrid(render, grid_captions, samples, writer, config["sample_every_epochs"]),
     ]
     return TrainingCallbacks(callbacks, writer, nan_guard, samples, phase)
@@ -284,12 +301,19 @@ def fit(gan, dataset, run, config: dict, strategy, callbacks: TrainingCallbacks,
                  initial_epoch, config["epochs"], steps_per_epoch, config["batch_size"], strategy.num_replicas_in_sync)
     from t2igan.training.callbacks import ProgressLine
 
+    from t2igan.training.run import NonFiniteLossError
+
     verbosity = fit_verbosity()
     progress = [ProgressLine(config["epochs"], steps_per_epoch)] if verbosity == 2 else []  # no terminal: no bar
-    history = gan.fit(dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                      callbacks=list(callbacks) + progress, verbose=verbosity, shuffle=False)  # the pipeline shuffles
-    if callbacks.nan_guard.error is not None:
-        raise callbacks.nan_guard.error
+    try:
+        history = gan.fit(dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                          callbacks=list(callbacks) + progress, verbose=verbosity, shuffle=False)  # the pipeline shuffles
+        if callbacks.nan_guard.error is not None:
+            raise callbacks.nan_guard.error
+    except NonFiniteLossError:
+        if not any(getattr(callback, "saved", 0) for callback in callbacks):
+            roll_back_config(run)
+        raise
     final = {key: float(values[-1]) for key, values in history.history.items()}
     steps = int(gan.generator_optimizer.iterations.numpy())
     summary = {"epochs": config["epochs"], "steps": steps, "seconds_this_session": round(timer.elapsed(), 1), "final": final}
@@ -330,10 +354,17 @@ def sample_path(run, text: str | None, seed: int, output: str | None = None) -> 
     return output or os.path.join(run.samples, f"sample-{slug}-seed{seed}.png")
 
 
-def save_sample_grid(images: np.ndarray, path: str) -> str:
-    """One row of samples (B, H, W, 3) in [-1, 1] (or rows × columns) as a PNG; prints and returns the path."""
-    from t2igan.sampling import make_grid, save_png
+def save_sample_grid(images: np.ndarray, path: str, caption: str | None = None) -> str:
+    """One row of samples (B, H, W, 3) in [-1, 1] (or rows × columns) as a PNG, enlarged, with ``caption``
+    (the text they were made from) written above; a uint8 picture (H, W, 3) already labelled (attention
+    maps, interpolation walks) is saved as it is. Prints and returns the path."""
+    from t2igan.sampling import sample_picture, save_png
 
-    save_png(make_grid(images if images.ndim == 5 else images[None]), path, scale=2)
+    images = np.asarray(images)
+    if images.dtype == np.uint8 and images.ndim == 3:
+        picture = images
+    else:
+        picture = sample_picture(images, title=caption, smallest=128)  # a few images: shown large
+    save_png(picture, path)
     print(path)
     return path

@@ -159,6 +159,24 @@ class RunDirectory:
             )
         return config
 
+    def read_config_text(self) -> str | None:
+        try:
+            with open(self.config_path, encoding="utf-8") as file:
+                return file.read()
+        except FileNotFoundError:
+            return None
+
+    def restore_config_text(self, text: str | None) -> None:
+        """``config.json`` back to ``text`` (atomically), or removed when there was none."""
+        if text is None:
+            if os.path.exists(self.config_path):
+                os.remove(self.config_path)
+            return
+        temporary = f"{self.config_path}.tmp-{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, self.config_path)
+
     def write_config(self, config: dict[str, Any]) -> None:
         """``config.json`` (atomically), after :meth:`check_config`."""
         self.check_config(config)

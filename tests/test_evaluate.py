@@ -39,6 +39,11 @@ def test_two_folders_print_the_protocol_and_reuse_cached_statistics(tmp_path):
         assert line in result.stdout, f"{line!r} missing from:\n{result.stdout}"
     values = json.loads(first.read_text())["results"]
     assert values["fid"] > 0 and values["inception_score"] >= 1.0
+    # Issue 18, no silent numbers: 4 images for 2,048-d features give singular covariances; said on the card
+    # (and as a warning) and kept in the results file. From the .npz below, the rank says it.
+    warning = "4 reference images for 2048-d features: the covariance is singular (rank ≤ 3)"
+    assert warning in result.stdout and "fid_warning" in result.stdout and "WARNING" in result.stderr
+    assert warning in json.loads(first.read_text())["protocol"]["fid_warning"]
     # The cached reference statistics give the same FID as the folder they came from; IS from a user's
     # classifier (a .keras model on 299² images) with its background class dropped.
     import keras
@@ -54,6 +59,7 @@ def test_two_folders_print_the_protocol_and_reuse_cached_statistics(tmp_path):
     assert 1.0 <= report["results"]["inception_score"] <= 3.0  # 3 classes left after dropping the background
     assert "TensorFlow 2.21" in report["protocol"]["software"]
     assert "'images': 4" in json.loads(second.read_text())["protocol"]["reference"]  # the stored protocol
+    assert "the reference covariance is singular (rank 3 of 2048" in report["protocol"]["fid_warning"]
 
 
 def test_clear_errors_without_weights_or_images(tmp_path):

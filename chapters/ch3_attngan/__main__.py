@@ -93,7 +93,8 @@ def train(options):
                             test_lengths[example_indices, caption_indices]).numpy()
 
     def r_precision(plan, generated):
-        return damsm_r_precision(gan.text_encoder, gan.image_encoder, index, test_ids, test_lengths, plan, generated, 1234)
+        return damsm_r_precision(gan.text_encoder, gan.image_encoder, index, test_ids, test_lengths, plan, generated, 1234,
+                                 config.get("r_precision_protocol", "dm-gan"))
 
     callbacks = harness.training_callbacks(run, config, gan, checkpointer, optimizers, render,
                                            [index.test[i].captions[0] for i in range(rows)])
@@ -144,7 +145,8 @@ def evaluate(options):
 
     def r_precision(plan, images):
         """DM-GAN's R-precision with this run's DAMSM encoders (1 true + 99 mismatched captions)."""
-        return damsm_r_precision(gan.text_encoder, gan.image_encoder, index, ids, lengths, plan, images, options.sample_seed)
+        return damsm_r_precision(gan.text_encoder, gan.image_encoder, index, ids, lengths, plan, images, options.sample_seed,
+                                 config.get("r_precision_protocol", "dm-gan"))
 
     evaluate_run(run, config, index, generate, input_noise_dim(config), options.eval_samples, options.sample_seed,
                  options.data_root, generator_name=f"EMA generator (largest stage, {config['image_size']} px)",

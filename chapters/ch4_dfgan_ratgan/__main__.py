@@ -97,7 +97,8 @@ def train(options):
                             test_lengths[example_indices, caption_indices]).numpy()
 
     def r_precision(plan, generated):
-        return damsm_r_precision(gan.text_encoder, encoders["damsm"][1], index, test_ids, test_lengths, plan, generated, 1234)
+        return damsm_r_precision(gan.text_encoder, encoders["damsm"][1], index, test_ids, test_lengths, plan, generated,
+                                 1234, config.get("r_precision_protocol", "dm-gan"))
 
     grid_captions = [index.test[i].captions[0] for i in range(rows)]
     callbacks = harness.training_callbacks(run, config, gan, checkpointer, optimizers, render, grid_captions)
@@ -151,7 +152,8 @@ def evaluate(options):
         return gan.generate(noise, ids[example_indices, caption_indices], lengths[example_indices, caption_indices]).numpy()
 
     def r_precision(plan, images):
-        return damsm_r_precision(gan.text_encoder, image_encoder, index, ids, lengths, plan, images, options.sample_seed)
+        return damsm_r_precision(gan.text_encoder, image_encoder, index, ids, lengths, plan, images, options.sample_seed,
+                                 config.get("r_precision_protocol", "dm-gan"))
 
     truncation = ", noise 0.88×N(0,1) truncated at ±2" if config["truncation"] else ""
     name = "EMA generator" if config["ema_decay"] > 0 else "generator"

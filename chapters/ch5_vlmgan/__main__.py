@@ -111,7 +111,7 @@ def train(options):
 
     def metrics(plan, generated):  # R-precision (the DAMSM) and VLMS (the VLM) during training
         results, protocol = damsm_r_precision(gan.text_encoder, networks["damsm"][1], index, test_ids, test_lengths,
-                                              plan, generated, 1234)
+                                              plan, generated, 1234, config.get("r_precision_protocol", "dm-gan"))
         more, _ = vlms(plan, generated)
         return {**results, **more}, protocol
 
@@ -162,7 +162,8 @@ def evaluate(options):
     vlms = vlms_extra(vlm, config, ids, lengths, seed)
 
     def extra(plan, images):
-        results, protocol = damsm_r_precision(gan.text_encoder, encoders[1], index, ids, lengths, plan, images, seed)
+        results, protocol = damsm_r_precision(gan.text_encoder, encoders[1], index, ids, lengths, plan, images, seed,
+                                              config.get("r_precision_protocol", "dm-gan"))
         more, more_protocol = vlms(plan, images)
         real = harness.image_array(index, config, "test", options.data_root, vlm[1].input_size or config["image_size"])
         results.update(more, **real_pair_references(vlm, config, real, ids, lengths, plan, seed))

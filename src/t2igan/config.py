@@ -23,7 +23,8 @@ SHARED_SETTINGS = {
     "course": dict(metrics_every_epochs=5, metrics_samples=256),
     "paper": dict(metrics_every_epochs=10, metrics_samples=5000),
 }
-INCEPTION_SETTINGS = dict(fid_weights="", fid_extractor="tf-fid")
+INCEPTION_SETTINGS = dict(fid_weights="", fid_extractor="tf-fid",
+                          r_precision_protocol="dm-gan")  # or "other-images" (t2igan.metrics.r_precision)
 
 
 class Config(dict):
@@ -128,3 +129,5 @@ def check_settings(config: dict) -> None:
                 refuse(key, "must be in [0, 1)")
         elif key.endswith("_weight") and isinstance(value, (int, float)) and value < 0:
             refuse(key, "must be ≥ 0")
+        elif key == "r_precision_protocol" and value not in ("dm-gan", "other-images"):
+            refuse(key, "must be dm-gan (DM-GAN's evaluation) or other-images (this project's before it)")

@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from t2igan.errors import UserError
 
@@ -122,7 +122,7 @@ def folder_statistics(extractor, files, batch_size, size, with_logits=False):
 
 
 def evaluate_folders() -> dict:
-    from t2igan.metrics.fid import frechet_distance, load_statistics, save_statistics
+    from t2igan.metrics.fid import covariance_warnings, frechet_distance, load_statistics, save_statistics
     from t2igan.metrics.inception import sha256
     from t2igan.scoring import print_card, software
     from t2igan.metrics.inception_score import inception_score, softmax
@@ -151,7 +151,7 @@ def evaluate_folders() -> dict:
             raise UserError(str(error)) from error
         size = None  # the network resizes to 299 itself
     with_is = FLAGS.inception_score and FLAGS.extractor != "oracle"
-    protocol = {"metric": "FID (Fréchet distance, float64, eigen-form √, 1e-6 fallback)" + (" and IS" if with_is else ""),
+    protocol = {"metric": "FID (Fréchet distance, float64, eigen-form √)" + (" and IS" if with_is else ""),
                 "feature_extractor": extractor.describe(), "image_pipeline": extractor.protocol_input,
                 "generated_images": f"{len(fake_files)} files in {FLAGS.fake}",
                 "batch_size": f"{FLAGS.batch_size}, remainder kept"}
@@ -174,6 +174,11 @@ def evaluate_folders() -> dict:
         raise UserError(f"The reference statistics are {real_mu.shape[0]}-d but {extractor.name} features are 2048-d.")
     (fake_mu, fake_sigma), logits = folder_statistics(extractor, fake_files, FLAGS.batch_size, size, with_logits=with_is)
     results = {"fid": frechet_distance(real_mu, real_sigma, fake_mu, fake_sigma)}
+    warnings = covariance_warnings(real_sigma, fake_sigma, None if FLAGS.real.endswith(".npz") else len(real_files),
+                                   len(fake_files))
+    if warnings:
+        protocol["fid_warning"] = "; ".join(warnings)
+        logging.warning("FID: %s.", protocol["fid_warning"])
     if with_is:
         described = (f"softmax over {logits.shape[1]} logits (improved-gan: pool3·W, no bias)" if extractor.name == "tf-fid"
                      else "softmax over Keras ImageNet's 1000 logits (not comparable with papers)")

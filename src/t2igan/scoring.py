@@ -129,25 +129,31 @@ class Scorer:
         self._prepare()
         protocol, results = dict(self.protocol), {}
         if self.kind == "oracle":
-            from t2igan.metrics.fid import fid_from_features
+            from t2igan.metrics.fid import covariance_warnings, frechet_distance, statistics
 
             attributes = [self.index.test[i].caption_attributes[c] for i, c in plan]
             score = self.oracle.score(images, attributes)
             results = {f"oracle_accuracy/{k}": v for k, v in score.items() if k != "counts"}
-            results["oracle_fid"] = fid_from_features(self.real_features, self.oracle.features(images))
+            real, fake = statistics(self.real_features), statistics(self.oracle.features(images))
+            results["oracle_fid"] = frechet_distance(*real, *fake)
             protocol["counts"] = score["counts"]
+            warnings = covariance_warnings(real[1], fake[1], len(self.real_features), len(images), check_rank=False)
+            if warnings:
+                protocol["fid_warning"] = "; ".join(warnings)
         elif self.kind is not None:
             from t2igan.metrics.fid import frechet_distance
             from t2igan.metrics.inception_score import inception_score, softmax
 
+            from t2igan.metrics.fid import covariance_warnings
+
             (mu, sigma), logits = self._statistics(images)
             results["fid"] = frechet_distance(self.real_mu, self.real_sigma, mu, sigma)
+            warnings = covariance_warnings(self.real_sigma, sigma, None, len(images))
             if len(logits) >= 10:
                 results["inception_score"], results["inception_score_std"] = inception_score(softmax(logits), 10)
                 protocol["inception_score"] = "softmax over the extractor's logits (tf-fid: pool3·W, no bias), 10 splits"
-            if len(images) < 2048:
-                protocol["fid_warning"] = (f"{len(images)} images < 2,048 feature dimensions: singular covariance, "
-                                           "FID biased upwards; papers use ~30,000")
+            if warnings:
+                protocol["fid_warning"] = "; ".join(warnings)
         return results, protocol
 
 

@@ -2,12 +2,14 @@
 
     FID = ‖μ1 − μ2‖² + Tr Σ1 + Tr Σ2 − 2 Tr √(Σ1 Σ2)
 
-Numerical handling follows the reference: float64, unbiased covariances; if the
-matrix square root has non-finite entries, retry with 1e-6 added to both
-diagonals; if it is complex with a noticeable imaginary diagonal, fail. The
-square root uses the symmetric eigen form (SciPy's ``sqrtm(disp=False)`` is
-gone in SciPy 1.18, and SciPy is not a dependency):
-Tr √(Σ1 Σ2) = Σ √λᵢ(√Σ1 Σ2 √Σ1).
+float64 and unbiased covariances, as the references. The square root uses the symmetric eigen form
+(SciPy's ``sqrtm(disp=False)`` is gone in SciPy 1.18, and SciPy is not a dependency):
+Tr √(Σ1 Σ2) = Σ √λᵢ(√Σ1 Σ2 √Σ1), with the tiny negative eigenvalues that rounding leaves clipped to 0.
+This form is real and finite for any finite statistics, singular ones included, so it needs no 1e-6
+retry (pytorch-fid's, for ``sqrtm`` failures) and never raises where pytorch-fid raises "Imaginary
+component" (a singular product, e.g. 120 images at 2,048 dimensions). A number from singular statistics
+is still biased upwards and not comparable: :func:`covariance_warnings` says so, and every evaluation
+puts what it says on the protocol card and in the results file.
 """
 
 from __future__ import annotations
@@ -33,17 +35,46 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(values, 0, None)).sum())
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"Feature statistics differ in shape: {mu1.shape} vs {mu2.shape}, {sigma1.shape} vs {sigma2.shape}.")
+    if not all(np.isfinite(x).all() for x in (mu1, mu2, sigma1, sigma2)):
+        raise ValueError("Feature statistics hold NaN or inf (from non-finite images or features): no FID.")
     trace_root = _trace_sqrt_product(sigma1, sigma2)
-    if not np.isfinite(trace_root):
-        offset = np.eye(sigma1.shape[0]) * eps
-        trace_root = _trace_sqrt_product(sigma1 + offset, sigma2 + offset)
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_root)
+
+
+def covariance_rank(sigma) -> int:
+    """Numerical rank of a covariance (eigenvalues above the float64 rounding level of the largest)."""
+    values = np.linalg.eigvalsh((np.asarray(sigma, np.float64) + np.asarray(sigma, np.float64).T) / 2)
+    return int((values > values.max(initial=0.0) * len(values) * np.finfo(np.float64).eps).sum())
+
+
+def covariance_warnings(real_sigma, fake_sigma, real_count: int | None = None, fake_count: int | None = None,
+                        check_rank: bool = True) -> list[str]:
+    """What makes an FID from these statistics biased or incomparable, in sentences (empty: nothing).
+
+    A covariance of N feature vectors has rank ≤ N − 1, so fewer images than feature dimensions (+ 1) give a
+    singular one; a rank below that (repeated or blank images) is singular too. ``*_count`` is the number of
+    images (None for statistics loaded from a file: then only the rank is looked at). ``check_rank=False``
+    for features with units that are constant for every image (the oracle's dead ReLUs): those directions
+    are null in both covariances and bias nothing."""
+    warnings = []
+    for name, sigma, count in (("reference", real_sigma, real_count), ("generated", fake_sigma, fake_count)):
+        dimension = np.atleast_2d(sigma).shape[0]
+        if count is not None and count <= dimension:
+            warnings.append(f"{count} {name} images for {dimension}-d features: the covariance is singular "
+                            f"(rank ≤ {count - 1}), so the FID is biased upwards and comparable only with an FID "
+                            f"of as many images (papers use 30,000 generated images)")
+            continue
+        rank = covariance_rank(sigma) if check_rank else dimension
+        if rank < dimension:
+            warnings.append(f"the {name} covariance is singular (rank {rank} of {dimension}; repeated or blank images?), "
+                            "so the FID is biased upwards")
+    return warnings
 
 
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:

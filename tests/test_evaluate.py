@@ -34,7 +34,7 @@ def test_two_folders_print_the_protocol_and_reuse_cached_statistics(tmp_path):
     result = evaluate(f"--real={tmp_path / 'real'}", f"--fake={tmp_path / 'fake'}", "--random_weights_for_tests",
                       "--splits=2", "--batch_size=4", f"--save_real_stats={stats}", f"--output={first}")
     assert result.returncode == 0, result.stderr[-3000:]
-    for line in ("Evaluation protocol", "feature_extractor", "RANDOM weights", "(x − 128)/128", "4 files in",
+    for line in ("Evaluation protocol", "feature_extractor", "RANDOM weights", "→ 2x − 1", "4 files in",
                  "4, remainder kept", "fid", "inception_score"):
         assert line in result.stdout, f"{line!r} missing from:\n{result.stdout}"
     values = json.loads(first.read_text())["results"]
@@ -68,5 +68,13 @@ def test_clear_errors_without_weights_or_images(tmp_path):
     assert no_weights.returncode == 2 and "pt_inception-2015-12-05" in no_weights.stderr
     too_few = evaluate(f"--real={tmp_path / 'real'}", f"--fake={tmp_path / 'real'}", "--random_weights_for_tests")
     assert too_few.returncode == 2 and "holds 1 image" in too_few.stderr
+    # Statistics whose file names another image pipeline (here the earlier (x − 128)/128) are refused.
+    from t2igan.metrics.fid import save_statistics
+
+    save_statistics(str(tmp_path / "old.npz"), np.zeros(2048), np.eye(2048), {
+        "image_pipeline": "[-1, 1] → ×127.5+127.5 → bilinear resize to 299 (half-pixel, no antialias) → (x − 128)/128; RGB"})
+    write_folder(tmp_path / "two", 1, count=2)
+    old = evaluate(f"--real={tmp_path / 'old.npz'}", f"--fake={tmp_path / 'two'}", "--random_weights_for_tests")
+    assert old.returncode == 2 and "holds statistics of images fed as" in old.stderr and "Recompute them" in old.stderr
     not_run = evaluate(f"--run={tmp_path}")
     assert not_run.returncode == 2 and "not a run folder" in not_run.stderr

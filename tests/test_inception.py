@@ -48,8 +48,8 @@ def test_preprocess_maps_the_range_and_size(fid_inception):
     images[1] = 1.0
     out = np.asarray(fid_inception.preprocess(images))
     assert out.shape == (2, 299, 299, 3)
-    np.testing.assert_allclose(out[0], -1.0, atol=1e-6)            # 0   → (0 − 128)/128
-    np.testing.assert_allclose(out[1], 127.0 / 128.0, atol=1e-6)   # 255 → (255 − 128)/128
+    np.testing.assert_allclose(out[0], -1.0, atol=1e-6)  # 0   → 2·(0/255) − 1, as pytorch-fid
+    np.testing.assert_allclose(out[1], 1.0, atol=1e-6)   # 255 → 2·(255/255) − 1 (not the graph's (255 − 128)/128)
 
 
 def test_pytorch_fid_state_dict_loads_and_drives_the_features(fid_inception, tmp_path):

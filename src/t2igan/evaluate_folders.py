@@ -159,6 +159,12 @@ def evaluate_folders() -> dict:
         if not os.path.isfile(FLAGS.real):
             raise UserError(f"--real={FLAGS.real}: no such statistics file.")
         real_mu, real_sigma, stored = load_statistics(FLAGS.real)
+        made_with = stored.get("image_pipeline")
+        if made_with and made_with != extractor.protocol_input:
+            raise UserError(f"--real={FLAGS.real} holds statistics of images fed as \"{made_with}\", but "
+                            f"{extractor.name} now feeds them as \"{extractor.protocol_input}\": an FID across the two "
+                            "compares two pipelines. Recompute them from the real images (--real=FOLDER "
+                            "--save_real_stats=NEW.npz).")
         protocol["reference"] = (f"{FLAGS.real} sha256 {sha256(FLAGS.real)[:16]}"
                                  + (f" ({stored})" if stored else " (made elsewhere; its protocol is unknown)"))
     else:

@@ -93,7 +93,8 @@ class Scorer:
 
                 raise UserError("fid_weights: " + missing_weights_message(self.kind, self.weights))
             self.extractor = make_extractor(self.kind, self.weights)
-            name = f"fid-stats-{self.index.name}-test-{self.config['image_size']}px-{self.kind}-{self.extractor.weights_sha256[:12]}.npz"
+            name = (f"fid-stats-{self.index.name}-test-{self.config['image_size']}px-{self.kind}-"
+                    f"{self.extractor.pipeline_id}-{self.extractor.weights_sha256[:12]}.npz")
             path = os.path.join(self.cache_dir or os.path.join(self.index.root, "cache"), name)
             if os.path.isfile(path):
                 self.real_mu, self.real_sigma, _ = load_statistics(path)

@@ -60,15 +60,30 @@ def read_state_dict(path: str, where: str = "") -> dict[str, np.ndarray]:
                             f"({str(error).splitlines()[0][:200]}). Re-download it.") from error
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
-        if not isinstance(state, dict) or not all(hasattr(value, "numpy") for value in state.values()):
+        state = flatten_checkpoint(state) if isinstance(state, dict) else None
+        if not state:
             raise UserError(f"{path} does not hold a state dict (name → tensor); it cannot be converted.")
-        state = {key: value.detach().cpu().numpy() for key, value in state.items()}
     arrays = {}
     for key, value in state.items():
         name = key[len("module."):] if key.startswith("module.") else key
         value = np.asarray(value)
         arrays[name] = value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) else value
     return arrays
+
+
+def flatten_checkpoint(tree, prefix: str = "") -> dict[str, np.ndarray]:
+    """A checkpoint of nested dicts (DF-GAN's ``{"model": {"netG": state dict, …}, "epoch": N}``) as one
+    flat dict: ``model.netG.fc.weight`` → array; numbers become 0-d arrays; lists and strings are left out."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_checkpoint(value, name + "."))
+        elif hasattr(value, "detach"):
+            flat[name] = value.detach().cpu().numpy()
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = np.asarray(value)
+    return flat
 
 
 def without_counters(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

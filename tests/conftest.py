@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,3 +70,20 @@ def tensorboard_tags(run_dir, folder: str = "train") -> set[str]:
             tags.update(value.tag for value in event.summary.value)
     return tags
 
+
+def dfgan_synthetic_release(generator, discriminator, seed=0):
+    """A DF-GAN release's flat keys (``model.netG.…``, as ``read_state_dict`` gives them) for built networks,
+    random values of the official shapes (the unused ``conv_s`` included) and ``epoch`` 600: chapter 4's
+    importer tests, without the download."""
+    from chapters.ch4_dfgan_ratgan import official
+
+    rng = np.random.default_rng(seed)
+    d_entries, c_entries, unused = official.discriminator_entries(discriminator)
+    state = {}
+    for part, shapes in (("netG", official.expected_shapes(official.generator_entries(generator))),
+                         ("netD", {**official.expected_shapes(d_entries), **unused}),
+                         ("netC", official.expected_shapes(c_entries))):
+        for key, shape in shapes.items():
+            state[f"model.{part}.{key}"] = rng.standard_normal(shape).astype(np.float32)
+    state["epoch"] = np.asarray(600)
+    return state

@@ -69,6 +69,35 @@ def test_birds_mini_on_two_replicas(shared_data, workspace):
     assert len(vocabulary) == 5450  # the official birds vocabulary
     assert json.loads((ratgan / "metrics.json").read_text())["train"]["steps"] == 4
 
+    # Issue 20: a released DF-GAN file (synthetic: the official names, nesting and a DataParallel prefix, as
+    # the .npz of the convert command) imports into a run folder that sample and eval use; train refuses it.
+    import numpy as np
+
+    from chapters.ch4_dfgan_ratgan.build import build_networks
+    from chapters.ch4_dfgan_ratgan.profiles import PROFILES, VARIANTS
+    from t2igan.config import resolve_config
+    from conftest import dfgan_synthetic_release as synthetic_checkpoint
+
+    config = dict(resolve_config(PROFILES, "smoke", "birds", [], None, VARIANTS["smoke"]["dfgan"]), variant="dfgan")
+    release = {key.replace("model.netG.", "model.netG.module."): value
+               for key, value in synthetic_checkpoint(*build_networks(config)).items()}
+    np.savez(workspace / "state_epoch_600.npz", **release)
+    imported = workspace / "birds-dfgan-imported"
+    dfgan = [*birds, "--variant=dfgan", f"--run_dir={imported}"]
+    result = run_chapter(CHAPTER, "import", *dfgan, f"--checkpoint={workspace / 'state_epoch_600.npz'}",
+                         f"--set=damsm_dir={ratgan / 'text_encoder'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Imported state_epoch_600.npz (DF-GAN, nf 4, 16 px, epoch 600)" in result.stdout
+    record = json.loads((imported / "imported.json").read_text())
+    assert record["epoch"] == 600 and record["checkpoint"]["sha256"]
+    sampled = run_chapter(CHAPTER, "sample", *dfgan, "--text=a small bird with a red head", "--n=2")
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    evaluated = run_chapter(CHAPTER, "eval", *dfgan)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "r_precision" in json.loads((imported / "metrics.json").read_text())["eval"]["results"]
+    refused = run_chapter(CHAPTER, "train", *dfgan)
+    assert refused.returncode == 2 and "holds an imported official model" in refused.stderr
+
 
 def test_benchmark_command_times_steps():
     result = run_chapter(CHAPTER, "benchmark", "--profile=smoke", "--benchmark_batch=2", "--benchmark_steps=1")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from chapters.ch4_dfgan_ratgan import model, official
+from conftest import dfgan_synthetic_release as synthetic_checkpoint
 from t2igan.errors import UserError
 
 
@@ -24,20 +25,6 @@ def networks(base_width=4, image_size=64, noise_dim=8, sentence_dim=6):  # 64 px
     generator([tf.zeros((1, noise_dim)), tf.zeros((1, sentence_dim))])
     discriminator([tf.zeros((1, image_size, image_size, 3)), tf.zeros((1, sentence_dim))])
     return generator, discriminator
-
-
-def synthetic_checkpoint(generator, discriminator, seed=0, prefix="model."):
-    """A released-style file's flat keys with random values of the official shapes (conv_s included)."""
-    rng = np.random.default_rng(seed)
-    d_entries, c_entries, unused = official.discriminator_entries(discriminator)
-    state = {}
-    for part, shapes in (("netG", official.expected_shapes(official.generator_entries(generator))),
-                         ("netD", {**official.expected_shapes(d_entries), **unused}),
-                         ("netC", official.expected_shapes(c_entries))):
-        for key, shape in shapes.items():
-            state[f"{prefix}{part}.{key}"] = rng.standard_normal(shape).astype(np.float32)
-    state["epoch"] = np.asarray(600)
-    return state
 
 
 def test_every_key_lands_and_the_file_sizes_are_read_off_its_shapes(tmp_path):

@@ -399,10 +399,11 @@ IMPORTED = "imported.json"
 
 
 def refuse_imported_run(run_dir: str) -> None:
-    """An imported run has the official generator and no discriminators or optimizer state: nothing to resume."""
+    """An imported run holds a released model without its optimizer state (AttnGAN's: without its
+    discriminators either): for sample and eval, nothing to resume."""
     if os.path.exists(os.path.join(run_dir, IMPORTED)):
-        raise UserError(f"{run_dir} holds an imported official generator (for sample and eval); it has no "
-                        "discriminators to train on. Train in another RUN_DIR.")
+        raise UserError(f"{run_dir} holds an imported official model (for sample and eval), not a training run: "
+                        "train in another RUN_DIR.")
 
 
 def import_run(chapter: str, options, profiles: dict, run_dir: str) -> None:

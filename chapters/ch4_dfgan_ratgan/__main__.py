@@ -1,9 +1,10 @@
-"""Chapter 4 commands: ``python -m chapters.ch4_dfgan_ratgan {pretrain,train,sample,eval,benchmark} --flags``.
+"""Chapter 4 commands: ``python -m chapters.ch4_dfgan_ratgan {pretrain,train,sample,eval,benchmark,import} --flags``.
 
 (``make chapter4-train [VARIANT=ratgan|dfgan]`` etc. call these.) ``pretrain`` trains the DAMSM encoders
 (chapter 3's ``damsm.py``); ``train`` runs it first when the run has none (or reuses ``--set
 damsm_dir=...``), then trains DF-GAN or RAT-GAN (``model.py``, config → networks in ``build.py``) on the
-frozen sentence features. ``benchmark`` times training steps at the official 256² configuration.
+frozen sentence features. ``benchmark`` times training steps at the official 256² configuration; ``import``
+writes a run folder from DF-GAN's released checkpoint (``official.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 from absl import flags
 
 from chapters.ch3_attngan import damsm
+from chapters.ch3_attngan.official import refuse_imported_run
+from chapters.ch4_dfgan_ratgan import official
 from chapters.ch4_dfgan_ratgan.build import build_gan, build_networks, sampling_noise
 from chapters.ch4_dfgan_ratgan.profiles import PROFILES, VARIANTS
 from chapters.ch4_dfgan_ratgan.views import (discriminator_attention_callback, discriminator_attention_picture,
@@ -33,6 +36,7 @@ flags.DEFINE_enum("variant", "ratgan", ["ratgan", "dfgan"],
 flags.DEFINE_bool("attention", False, "sample (RAT-GAN): also write the discriminator's attention over each image (ATTN=1).")
 flags.DEFINE_integer("benchmark_batch", 8, "benchmark: batch size of the timed training steps.")
 flags.DEFINE_integer("benchmark_steps", 3, "benchmark: timed steps after one warm-up (trace) step.")
+flags.DEFINE_string("checkpoint", None, "import: DF-GAN's released state_epoch_*.pth (or its .npz); official.py.")
 
 
 def run_dir(options) -> str:
@@ -41,9 +45,15 @@ def run_dir(options) -> str:
                                               "dfgan" if options.variant == "dfgan" else "")
 
 
-def start_training(options):
+def start_training(options, also=None):
+    """Config, run folder and lock; ``also(config)``: the import's own checks (train refuses an imported run)."""
+    if also is None:
+        refuse_imported_run(run_dir(options))
+
     def adjust(config):
         config["variant"] = options.variant
+        if also is not None:
+            also(config)
 
     return harness.start_training(CHAPTER, options, PROFILES, run_dir=run_dir(options), adjust=adjust,
                                   variant_settings=VARIANTS[options.profile][options.variant],
@@ -174,6 +184,7 @@ def benchmark(options):
 
 
 if __name__ == "__main__":
-    cli.run_commands({"pretrain": pretrain, "train": train, "sample": sample, "eval": evaluate, "benchmark": benchmark},
-                     f"usage: python -m chapters.{CHAPTER} {{pretrain,train,sample,eval,benchmark}} "
+    cli.run_commands({"pretrain": pretrain, "train": train, "sample": sample, "eval": evaluate, "benchmark": benchmark,
+                      "import": lambda options: official.import_run(start_training, options, run_dir(options))},
+                     f"usage: python -m chapters.{CHAPTER} {{pretrain,train,sample,eval,benchmark,import}} "
                      "[--variant=ratgan|dfgan] [--dataset=shapes] [--profile=course] [--run_dir=...] ...")

@@ -57,14 +57,14 @@ def checkpoint_configuration(parts: dict[str, dict[str, np.ndarray]], path: str)
     """The sizes a file was trained with, read off its shapes: nf, noise and sentence widths, image size."""
     generator = parts["netG"]
     try:
-        fc = generator["fc.weight"]
+        noise_dim = generator["fc.weight"].shape[1]
+        base_width = generator["to_rgb.1.weight"].shape[1]  # the last block's width is nf
         blocks = len({key.split(".")[1] for key in generator if key.startswith("GBlocks.")})
         condition = generator["GBlocks.0.fuse1.affine0.fc_gamma.linear1.weight"].shape[1]
+        discriminator_width = parts["netD"]["conv_img.weight"].shape[0]
     except KeyError as error:
-        raise UserError(f"{path} is not {WHAT}: its model.netG has no {error.args[0]}.") from None
-    base_width, noise_dim = fc.shape[0] // (8 * 16), fc.shape[1]
-    return dict(generator_width=base_width, discriminator_width=parts["netD"]["conv_img.weight"].shape[0]
-                if "conv_img.weight" in parts["netD"] else base_width, noise_dim=noise_dim,
+        raise UserError(f"{path} is not {WHAT}: it has no {error.args[0]} in model.netG / netD.") from None
+    return dict(generator_width=base_width, discriminator_width=discriminator_width, noise_dim=noise_dim,
                 sentence_dim=condition - noise_dim, image_size=2 ** (blocks + 2))
 
 
@@ -158,3 +158,56 @@ def load_dfgan(generator, discriminator, state: dict[str, np.ndarray], path: str
     return {"epoch": int(epoch) if epoch is not None and np.ndim(epoch) == 0 else None,
             "unused_official_keys": sorted(unused)}
 
+
+
+# ---------------------------------------------------------------------------------- chapter4-import
+def import_run(start_training, options, run_dir: str) -> None:
+    """A run folder holding a released DF-GAN (G, and D with its head) that ``chapter4-sample`` and
+    ``chapter4-eval`` use as a trained run; train refuses it (chapter 3's ``imported.json`` marker).
+    ``start_training(options, adjust)`` is the chapter's own start (config, run folder, lock). The DAMSM
+    text encoder DF-GAN ships is AttnGAN's: convert it once with ``make damsm-import`` and pass its folder
+    as ``--set damsm_dir=…``."""
+    import json
+    import os
+
+    from chapters.ch3_attngan.official import IMPORTED
+    from chapters.ch4_dfgan_ratgan.build import build_networks
+    from t2igan.torch_weights import read_state_dict, sha256
+    from t2igan.training import harness
+    from t2igan.training.run import Checkpointer
+
+    if options.variant != "dfgan":
+        raise UserError("Only DF-GAN's released checkpoints import so far: pass VARIANT=dfgan (RAT-GAN's are not "
+                        "supported yet).")
+    if not options.checkpoint:
+        raise UserError("Pass the released file: --checkpoint=state_epoch_NNN.pth, the downloaded file (make chapter4-import CHECKPOINT=…).")
+    if os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint")):
+        raise UserError(f"{run_dir} already holds a generator; import into a new RUN_DIR.")
+    state = read_state_dict(options.checkpoint)  # read and checked before anything is written
+    found = checkpoint_configuration(split_checkpoint(state, options.checkpoint), options.checkpoint)
+
+    def adjust(config):
+        if not config.get("damsm_dir"):
+            raise UserError("DF-GAN needs the DAMSM text encoder it was trained with: convert the released one with "
+                            "make damsm-import (DAMSM_DIR=folder) and pass ARGS=\"--set damsm_dir=folder\".")
+        check_configuration(found, config, options.checkpoint)
+
+    _, run, config = start_training(options, adjust)
+    generator, discriminator = build_networks(config)
+    report = load_dfgan(generator, discriminator, state, options.checkpoint)
+    objects = dict(generator=generator, discriminator=discriminator)
+    if config["ema_decay"] > 0:  # the official code keeps no average: the released G is also the "EMA" one
+        objects["ema_generator"] = build_networks(config)[0]
+        objects["ema_generator"].set_weights(generator.get_weights())
+    Checkpointer(run.checkpoints, **objects).save(config["epochs"], generator.weights + discriminator.weights)
+    harness.commit_config(run)
+    record = dict(checkpoint={"file": os.path.basename(options.checkpoint), "sha256": sha256(options.checkpoint)},
+                  architecture="tobran/DF-GAN, CVPR 2022 code (code/models/GAN.py: NetG, NetD, NetC)",
+                  configuration=found, epoch=report["epoch"], damsm=config["damsm_dir"],
+                  unused_official_keys=report["unused_official_keys"])
+    with open(os.path.join(run.path, IMPORTED), "w", encoding="utf-8") as file:
+        json.dump(record, file, indent=2)
+    print(f"Imported {os.path.basename(options.checkpoint)} (DF-GAN, nf {found['generator_width']}, "
+          f"{found['image_size']} px{', epoch ' + str(report['epoch']) if report['epoch'] else ''}) into {run.path}, "
+          f"with the DAMSM in {config['damsm_dir']}.\nSample: make chapter4-sample VARIANT=dfgan "
+          f"DATASET={config['dataset']} PROFILE={config['profile']} RUN_DIR={run.path} TEXT=\"a small red bird\"")

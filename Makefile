@@ -38,7 +38,7 @@ ATTN    ?= 0
 # A variable given on the command line that no target reads (a typo such as TXET=) is an error, not a default.
 KNOWN_VARIABLES = PYTHON VENV GPU DATASET PROFILE RUN_DIR ARGS TEXT N SEED REAL FAKE EXTRACTOR WEIGHTS VARIANT \
                   SCORE_RUN BENCHMARK_PROFILE ATTN CHAPTER TASKS OUT STUDENT RESULTS LOGDIR GENERATOR TEXT_ENCODER \
-                  IMAGE_ENCODER DAMSM_DIR TEST_WORKERS CHECKPOINT
+                  IMAGE_ENCODER DAMSM_DIR TEST_WORKERS CHECKPOINT DISCRIMINATOR
 UNKNOWN_VARIABLES := $(filter-out $(KNOWN_VARIABLES),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 ifneq ($(strip $(UNKNOWN_VARIABLES)),)
 $(error $(UNKNOWN_VARIABLES): not a variable of this Makefile (a typo?); the variables are $(KNOWN_VARIABLES))
@@ -67,7 +67,8 @@ help:
 	@echo "make chapter5-train   [VARIANT=dfgan|attngan] and chapter5-{pretrain,sample,eval,check}: VLMGAN (VLM losses on AttnGAN / DF-GAN)"
 	@echo "make chapter5-vlms SCORE_RUN=runs/ch4-...  (VLMS, oracle, R-precision of a chapter 3/4 run under this run's VLM)"
 	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8)"
-	@echo "make chapter4-import  DATASET=birds PROFILE=paper CHECKPOINT=state_epoch_NNN.pth ARGS=\"--set damsm_dir=folder\"  (DF-GAN's release, for sample/eval)"
+	@echo "make chapter4-import  VARIANT=dfgan DATASET=birds PROFILE=paper CHECKPOINT=state_epoch_NNN.pth ARGS=\"--set damsm_dir=folder\"  (DF-GAN's release, for sample/eval)"
+	@echo "make chapter4-import  VARIANT=ratgan DATASET=birds PROFILE=paper CHECKPOINT=netG_NNN.pth [DISCRIMINATOR=netD_NNN.pth] ARGS=\"--set damsm_dir=folder\"  (RAT-GAN's)"
 	@echo "make eval REAL=folder|stats.npz FAKE=folder [EXTRACTOR=tf-fid|keras-imagenet|oracle] [WEIGHTS=file]  (FID + IS, protocol card)"
 	@echo "make assignment CHAPTER=N OUT=folder [TASKS=a,b]  (a student copy: the chosen tasks stubbed out; docs/teaching.md)"
 	@echo "make grade CHAPTER=N STUDENT=folder|file [RESULTS=results.json]  (the autograder; last line: score: X / Y)"
@@ -147,7 +148,7 @@ chapter4-eval: install
 chapter4-benchmark: install
 	$(PY) -m chapters.$(CHAPTER_4) benchmark $(V4) --profile=$(BENCHMARK_PROFILE) $(ARGS)
 chapter4-import: install
-	$(PY) -m chapters.$(CHAPTER_4) import --variant=dfgan $(COMMON) --checkpoint="$(CHECKPOINT)" $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_4) import $(V4) $(COMMON) --checkpoint="$(CHECKPOINT)" $(if $(DISCRIMINATOR),--discriminator_checkpoint="$(DISCRIMINATOR)") $(ARGS)
 chapter4-check: install
 	$(PY) -m pytest -q tests/test_chapter04_model.py tests/test_chapter04.py
 

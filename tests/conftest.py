@@ -87,3 +87,26 @@ def dfgan_synthetic_release(generator, discriminator, seed=0):
             state[f"model.{part}.{key}"] = rng.standard_normal(shape).astype(np.float32)
     state["epoch"] = np.asarray(600)
     return state
+
+
+def ratgan_synthetic_release(generator, discriminator=None, seed=0):
+    """RAT-GAN's released files (``netG_NNN.pth``, and ``netD_NNN.pth`` when a discriminator is given) as
+    flat official keys for built networks: random values of the official shapes, the shared LSTM written
+    under every block as PyTorch writes it, and the never-called affines at their initial values (output
+    layer zero) as in a trained birds file. Returns (generator state, discriminator state or None)."""
+    from chapters.ch4_dfgan_ratgan import official
+
+    rng = np.random.default_rng(seed)
+    entries, unused = official.ratgan_generator_entries(generator)
+    state = {key: rng.standard_normal(shape).astype(np.float32)
+             for key, shape in {**official.expected_shapes(entries), **unused}.items()}
+    for key in unused:
+        if ".linear2." in key:
+            state[key] = (np.ones if key.endswith("fc_gamma.linear2.bias") else np.zeros)(state[key].shape, np.float32)
+    for i in range(len(generator.blocks)):
+        state.update({f"block{i}.lstm.{key}": state[f"lstm.{key}"] for key in official.LSTM_KEYS})
+    if discriminator is None:
+        return state, None
+    d_entries, d_unused = official.ratgan_discriminator_entries(discriminator)
+    return state, {key: rng.standard_normal(shape).astype(np.float32)
+                   for key, shape in {**official.expected_shapes(d_entries), **d_unused}.items()}

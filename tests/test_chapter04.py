@@ -98,6 +98,30 @@ def test_birds_mini_on_two_replicas(shared_data, workspace):
     refused = run_chapter(CHAPTER, "train", *dfgan)
     assert refused.returncode == 2 and "holds an imported official model" in refused.stderr
 
+    # RAT-GAN's release: netG_NNN.pth and, optionally, netD_NNN.pth (here the repository HEAD's plain head,
+    # which the import must match with --set discriminator_head=plain); its D attention needs the paper head.
+    from conftest import ratgan_synthetic_release
+
+    config = dict(resolve_config(PROFILES, "smoke", "birds", ["discriminator_head=plain"], None,
+                                 VARIANTS["smoke"]["ratgan"]), variant="ratgan")
+    generator_state, discriminator_state = ratgan_synthetic_release(*build_networks(config))
+    np.savez(workspace / "netG_500.npz", **generator_state)
+    np.savez(workspace / "netD_500.npz", **discriminator_state)
+    imported = workspace / "birds-ratgan-imported"
+    ratgan_imported = [*birds, f"--run_dir={imported}", f"--set=damsm_dir={ratgan / 'text_encoder'}"]
+    release = [f"--checkpoint={workspace / 'netG_500.npz'}", f"--discriminator_checkpoint={workspace / 'netD_500.npz'}"]
+    mismatch = run_chapter(CHAPTER, "import", *ratgan_imported, *release)
+    assert mismatch.returncode == 2 and "discriminator_head plain (the run has attention)" in mismatch.stderr
+    assert not (imported / "checkpoints").exists()  # refused before anything was written
+    result = run_chapter(CHAPTER, "import", *ratgan_imported, *release, "--set=discriminator_head=plain")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Imported netG_500.npz (RAT-GAN, nf 4, 16 px, epoch 500)" in result.stdout
+    record = json.loads((imported / "imported.json").read_text())
+    assert record["discriminator"]["revision"].startswith("repository HEAD")
+    sampled = run_chapter(CHAPTER, "sample", *birds, f"--run_dir={imported}", "--text=a small bird", "--n=2",
+                          "--attention")
+    assert sampled.returncode == 2 and "this run has the plain head" in sampled.stderr  # not silently skipped
+
 
 def test_benchmark_command_times_steps():
     result = run_chapter(CHAPTER, "benchmark", "--profile=smoke", "--benchmark_batch=2", "--benchmark_steps=1")

@@ -1,19 +1,22 @@
-"""Chapter 4's importer of DF-GAN's released checkpoints (``chapters/ch4_dfgan_ratgan/official.py``).
+"""Chapter 4's importers of DF-GAN's and RAT-GAN's released checkpoints (``chapters/ch4_dfgan_ratgan/official.py``).
 
 Without torch: synthetic files in the official key names and shapes (the released nesting
 ``model.netG/netD/netC``, a DataParallel ``module.``, the ``.npz`` of the convert command): every key
 consumed, and one sentence for a wrong file, a missing key, a wrong shape and the other model's file.
 With torch (the optional extra; skipped cleanly without it): PyTorch modules of the official architecture,
 written here from tobran/DF-GAN ``code/models/GAN.py`` (CVPR 2022), with random weights at 256², saved
-with ``torch.save`` as the released file is; after the import the Keras G images and D logits equal
-PyTorch's to 1e-5.
+with ``torch.save`` as the released file is (DF-GAN's in the pre-1.6, non-zip format); after the import
+the Keras G images and D logits equal PyTorch's to 1e-5. The same for RAT-GAN's ``NetG`` and both ``NetD``
+revisions, written from senmaoy/RAT-GAN ``code/model.py`` and ``code/DAMSM.py`` (``CustomLSTM``).
 """
+
+import functools
 
 import numpy as np
 import pytest
 
 from chapters.ch4_dfgan_ratgan import model, official
-from conftest import dfgan_synthetic_release as synthetic_checkpoint
+from conftest import dfgan_synthetic_release as synthetic_checkpoint, ratgan_synthetic_release
 from t2igan.errors import UserError
 
 
@@ -76,6 +79,89 @@ def test_a_wrong_file_is_one_sentence(mistake, message):
                                                      image_size=32, text_hidden=3), "f")
         else:
             official.load_dfgan(generator, discriminator, state, "f")
+
+
+# ---------------------------------------------------------------------------------------------- RAT-GAN
+@functools.lru_cache(maxsize=None)  # built once per head (eager RAT-GAN builds take seconds); loads overwrite all
+def ratgan_networks(base_width=4, image_size=32, noise_dim=8, sentence_dim=6, units=5, head="attention"):
+    import tensorflow as tf
+
+    generator = model.RatGanGenerator(noise_dim, sentence_dim, base_width, image_size, units)
+    discriminator = model.RatGanDiscriminator(base_width, image_size, sentence_dim, head)
+    generator([tf.zeros((1, noise_dim)), tf.zeros((1, sentence_dim))])
+    discriminator([tf.zeros((1, image_size, image_size, 3)), tf.zeros((1, sentence_dim))])
+    return generator, discriminator
+
+
+@pytest.mark.parametrize("head", ["attention", "plain"])
+def test_every_ratgan_key_lands_and_the_revision_is_read_off_the_file(tmp_path, head):
+    generator, discriminator = ratgan_networks(head=head)
+    g_state, d_state = ratgan_synthetic_release(generator, discriminator)
+    # A DataParallel prefix (main_coco.py trains on two GPUs) and the .npz of the convert command read the same.
+    np.savez(tmp_path / "netG_500.npz", **{f"module.{key}": value for key, value in g_state.items()})
+    from t2igan.torch_weights import read_state_dict
+
+    loaded = read_state_dict(str(tmp_path / "netG_500.npz"))
+    found = official.ratgan_configuration(loaded, d_state, "g", "d")
+    assert found == dict(generator_width=4, noise_dim=8, controller_units=5, sentence_dim=6, image_size=32,
+                         discriminator_width=4, discriminator_head=head)
+    report = official.load_ratgan(generator, discriminator, loaded, d_state, str(tmp_path / "netG_500.npz"), "d")
+    assert report["epoch"] == 500
+    dead = report["unused_official_keys"]
+    assert "block0.affine4.fc_gamma.linear1.weight" in dead and "block3.fea_ll.bias" in dead
+    assert ("netD:block2.conv_r.0.weight" in dead) == (head == "attention")  # block5 of 256 px: unused in the paper D
+    np.testing.assert_array_equal(generator.controller.kernel.numpy(), g_state["lstm.W"])  # x·W: no transpose
+    np.testing.assert_array_equal(generator.h0.kernel.numpy(), g_state["lstm.noise2h.weight"].T)
+    np.testing.assert_array_equal(generator.blocks[2].affines[3].beta_out.bias.numpy(),
+                                  g_state["block2.affine3.fc_beta.linear2.bias"])
+    assert float(generator.blocks[1].gate.numpy()) == pytest.approx(float(g_state["block1.gamma"][0]))
+    # Every variable of both networks came from the files.
+    used = {id(variable) for entries in (official.ratgan_generator_entries(generator)[0],
+                                         official.ratgan_discriminator_entries(discriminator)[0])
+            for _, variable, _ in entries}
+    assert used == {id(v) for v in generator.weights} | {id(v) for v in discriminator.weights}
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ("missing", r"g is not a RAT-GAN generator .*: missing block1.c2.bias\. Check"),
+    ("shape", r"g is not a RAT-GAN generator .*wrong shapes: lstm.W \(5, 20\) \(expected \(6, 20\)\)"),
+    ("copy", r"block3.lstm.U differs from lstm.U, but the official network shares one LSTM"),
+    ("flowers", r"g is RAT-GAN's flowers model \(code/model_flower.py"),
+    ("dfgan file", r"is DF-GAN's \(model.netG / netD / netC\), not RAT-GAN's: pass VARIANT=dfgan"),
+    ("other model", r"g is not a RAT-GAN generator .*: it has no conv_img.1.weight"),
+    ("head", r"g was trained with other settings than this run's: discriminator_head plain \(the run has attention\)"),
+    ("discriminator key", r"d is not a RAT-GAN discriminator .*: missing COND_DNET.joint_conv_att.0.weight"),
+])
+def test_a_wrong_ratgan_file_is_one_sentence(tmp_path, mistake, message):
+    from types import SimpleNamespace
+
+    generator, discriminator = ratgan_networks(head="attention")
+    g_state, d_state = ratgan_synthetic_release(generator, discriminator)
+    config = dict(generator_width=4, noise_dim=8, controller_units=5, image_size=32, text_hidden=3,
+                  discriminator_width=4, discriminator_head="attention")
+    if mistake == "missing":
+        del g_state["block1.c2.bias"]
+    elif mistake == "shape":
+        g_state["lstm.W"] = np.zeros((5, 20), np.float32)
+    elif mistake == "copy":
+        g_state["block3.lstm.U"] = g_state["lstm.U"] + 1.0
+    elif mistake == "flowers":
+        g_state["block2.affine5.fc_beta.linear2.weight"][0, 0] = 0.5
+    elif mistake == "other model":
+        g_state = {"h_net1.fc.0.weight": np.zeros((4, 4), np.float32)}
+    elif mistake == "head":
+        d_state = ratgan_synthetic_release(*ratgan_networks(head="plain"))[1]
+    elif mistake == "discriminator key":
+        del d_state["COND_DNET.joint_conv_att.0.weight"]
+    with pytest.raises(UserError, match=message):
+        if mistake == "dfgan file":
+            np.savez(tmp_path / "state.npz", **synthetic_checkpoint(*networks()))
+            official._read_release(SimpleNamespace(variant="ratgan", checkpoint=str(tmp_path / "state.npz"),
+                                                   discriminator_checkpoint=None))
+        elif mistake in ("other model", "head"):
+            official.check_ratgan_configuration(official.ratgan_configuration(g_state, d_state, "g", "d"), config, "g")
+        else:
+            official.load_ratgan(generator, discriminator, g_state, d_state, "g", "d")
 
 
 # ------------------------------------------------------------------------ against PyTorch (torch extra)
@@ -187,7 +273,9 @@ def test_imported_networks_equal_the_official_pytorch_ones_at_256(tmp_path):
             else:
                 parameter.mul_(1.5)
     torch.save({"model": {"netG": net_g.state_dict(), "netD": {f"module.{k}": v for k, v in net_d.state_dict().items()},
-                          "netC": net_c.state_dict()}, "epoch": 1220}, tmp_path / "state_epoch_1220.pth")
+                          "netC": net_c.state_dict()}, "epoch": 1220}, tmp_path / "state_epoch_1220.pth",
+               _use_new_zipfile_serialization=False)  # the pre-1.6 format (a pickle, not a zip) the older releases use
+    assert not __import__("zipfile").is_zipfile(tmp_path / "state_epoch_1220.pth")
 
     from t2igan.torch_weights import read_state_dict
 
@@ -208,3 +296,178 @@ def test_imported_networks_equal_the_official_pytorch_ones_at_256(tmp_path):
     np.testing.assert_allclose(ours, expected, atol=1e-5)
     logits = discriminator([expected, sentence]).numpy()
     np.testing.assert_allclose(logits, expected_logits, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected_logits).max()))
+
+
+def official_ratgan_modules(torch, nf=8, nz=100, attention=True):
+    """RAT-GAN's NetG (with the shared CustomLSTM) and NetD, written from senmaoy/RAT-GAN code/model.py and
+    code/DAMSM.py: ``attention`` = the paper revision (D_GET_LOGITS_att, block5 built and not called), else
+    the repository HEAD (D_GET_LOGITS after block5). 256 px, as the official classes are."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class CustomLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W, self.U = nn.Parameter(torch.rand(256, 1024) - 0.5), nn.Parameter(torch.rand(256, 1024) - 0.5)
+            self.bias = nn.Parameter(torch.rand(1024) - 0.5)
+            self.noise2h, self.noise2c = nn.Linear(nz, 256), nn.Linear(nz, 256)
+
+        def init_hidden(self, noise):
+            self.h_t, self.c_t = self.noise2h(noise), self.noise2c(noise)
+
+        def forward(self, x):
+            gates = x @ self.W + self.h_t @ self.U + self.bias
+            i, f, g, o = gates.chunk(4, 1)
+            self.c_t = torch.sigmoid(f) * self.c_t + torch.sigmoid(i) * torch.tanh(g)
+            self.h_t = torch.sigmoid(o) * torch.tanh(self.c_t)
+            return self.h_t, self.c_t
+
+    class Affine(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.fc_gamma = nn.Sequential()
+            self.fc_gamma.add_module("linear1", nn.Linear(256, 256))
+            self.fc_gamma.add_module("relu1", nn.ReLU())
+            self.fc_gamma.add_module("linear2", nn.Linear(256, channels))
+            self.fc_beta = nn.Sequential()
+            self.fc_beta.add_module("linear1", nn.Linear(256, 256))
+            self.fc_beta.add_module("relu1", nn.ReLU())
+            self.fc_beta.add_module("linear2", nn.Linear(256, channels))
+
+        def forward(self, x, y):
+            return self.fc_gamma(y)[:, :, None, None] * x + self.fc_beta(y)[:, :, None, None]
+
+    class GBlock(nn.Module):
+        def __init__(self, fin, fout, lstm):
+            super().__init__()
+            self.lstm = lstm
+            self.c1, self.c2 = nn.Conv2d(fin, fout, 3, 1, 1), nn.Conv2d(fout, fout, 3, 1, 1)
+            self.affine0, self.affine1, self.affine4 = Affine(fin), Affine(fin), Affine(fin)
+            self.affine2, self.affine3, self.affine5 = Affine(fout), Affine(fout), Affine(fout)
+            self.fea_l, self.fea_ll = nn.Linear(fin, 256), nn.Linear(fout, 256)
+            self.gamma = nn.Parameter(torch.zeros(1))
+            self.c_sc = nn.Conv2d(fin, fout, 1) if fin != fout else None
+
+        def forward(self, x, sentence):
+            h = x
+            for k, affine in enumerate((self.affine0, self.affine1, self.affine2, self.affine3)):
+                h = F.leaky_relu(affine(h, self.lstm(sentence)[0]), 0.2)
+                if k == 1:
+                    h = self.c1(h)
+            return (x if self.c_sc is None else self.c_sc(x)) + self.gamma * self.c2(h)
+
+    class NetG(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = CustomLSTM()
+            self.fc = nn.Linear(nz, nf * 8 * 4 * 4)
+            widths = [8, 8, 8, 8, 8, 4, 2, 1]
+            for i in range(7):
+                setattr(self, f"block{i}", GBlock(nf * widths[i], nf * widths[i + 1], self.lstm))
+            self.conv_img = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(nf, 3, 3, 1, 1), nn.Tanh())
+
+        def forward(self, noise, sentence):
+            self.lstm.init_hidden(noise)
+            out = self.fc(noise).view(noise.size(0), 8 * nf, 4, 4)
+            for i in range(7):
+                out = getattr(self, f"block{i}")(out if i == 0 else F.interpolate(out, scale_factor=2), sentence)
+            return self.conv_img(out)
+
+    class ResD(nn.Module):
+        def __init__(self, fin, fout):
+            super().__init__()
+            self.conv_r = nn.Sequential(nn.Conv2d(fin, fout, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+                                        nn.Conv2d(fout, fout, 3, 1, 1, bias=False), nn.LeakyReLU(0.2))
+            self.conv_s = nn.Conv2d(fin, fout, 1)
+            self.gamma = nn.Parameter(torch.zeros(1))
+            self.learned = fin != fout
+
+        def forward(self, x):
+            return F.avg_pool2d(self.conv_s(x) if self.learned else x, 2) + self.gamma * self.conv_r(x)
+
+    class Logits(nn.Module):  # D_GET_LOGITS_att (paper) or D_GET_LOGITS (HEAD)
+        def __init__(self):
+            super().__init__()
+            self.joint_conv = nn.Sequential(nn.Conv2d(nf * 16 + 256, nf * 2, 3, 1, 1, bias=False), nn.LeakyReLU(0.2),
+                                            nn.Conv2d(nf * 2, 1, 4, 1, 0, bias=False))
+            if attention:
+                self.block = ResD(nf * 16 + 256, nf * 16)
+                self.joint_conv_att = nn.Sequential(nn.Conv2d(nf * 16 + 256, nf * 2, 3, 1, 1, bias=False),
+                                                    nn.LeakyReLU(0.2), nn.Conv2d(nf * 2, 1, 1, 1, 0, bias=False),
+                                                    nn.Sigmoid())
+
+        def forward(self, out, sentence):
+            if attention:
+                y = sentence.view(-1, 256, 1, 1).repeat(1, 1, 8, 8)
+                p = torch.softmax(self.joint_conv_att(torch.cat((out, y), 1)).view(-1, 1, 64), 2).reshape(-1, 1, 8, 8)
+                self.p = p
+                out = self.block(torch.cat((out, y * p.repeat(1, 256, 1, 1)), 1))
+            return self.joint_conv(torch.cat((out, sentence.view(-1, 256, 1, 1).repeat(1, 1, 4, 4)), 1))
+
+    class NetD(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_img = nn.Conv2d(3, nf, 3, 1, 1)
+            widths = [1, 2, 4, 8, 16, 16, 16]
+            for i in range(6):
+                setattr(self, f"block{i}", ResD(nf * widths[i], nf * widths[i + 1]))
+            self.COND_DNET = Logits()
+
+        def forward(self, x):
+            out = self.conv_img(x)
+            for i in range(5 if attention else 6):  # the paper revision never calls block5
+                out = getattr(self, f"block{i}")(out)
+            return out
+
+    return NetG(), NetD()
+
+
+@pytest.mark.parametrize("head", ["attention", "plain"])
+def test_imported_ratgan_equals_the_official_pytorch_one_at_256(tmp_path, head):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net_g, net_d = official_ratgan_modules(torch, attention=head == "attention")
+    with torch.no_grad():  # trained weights: every γ, β layer, gate and LSTM weight away from its init
+        for name, parameter in list(net_g.named_parameters()) + list(net_d.named_parameters()):
+            if ".affine4." in name or ".affine5." in name:
+                continue  # never called: a birds file keeps them at init
+            if parameter.dim() <= 1:
+                parameter.normal_(0.0, 0.2)
+            elif name.startswith("lstm.") and name.count(".") == 1:
+                parameter.mul_(0.1)  # W, U: keep the gates away from saturation, where a test sees nothing
+            else:
+                parameter.mul_(1.5)
+        for module in net_g.modules():  # the never-called affines at their official init
+            if hasattr(module, "affine4"):
+                for affine in (module.affine4, module.affine5):
+                    for mlp, bias in ((affine.fc_gamma, 1.0), (affine.fc_beta, 0.0)):
+                        mlp.linear2.weight.zero_()
+                        mlp.linear2.bias.fill_(bias)
+    # As main_coco.py writes them: netG from DataParallel (module.), in torch's current zip format.
+    torch.save({f"module.{k}": v for k, v in net_g.state_dict().items()}, tmp_path / "netG_274.pth")
+    torch.save(net_d.state_dict(), tmp_path / "netD_274.pth")
+
+    from t2igan.torch_weights import read_state_dict
+
+    g_state, d_state = read_state_dict(str(tmp_path / "netG_274.pth")), read_state_dict(str(tmp_path / "netD_274.pth"))
+    assert "block6.lstm.W" in g_state  # the shared LSTM, written under every block
+    found = official.ratgan_configuration(g_state, d_state, "g", "d")
+    assert found == dict(generator_width=8, noise_dim=100, controller_units=256, sentence_dim=256, image_size=256,
+                         discriminator_width=8, discriminator_head=head)
+    generator, discriminator = ratgan_networks(8, 256, 100, 256, 256, head)
+    report = official.load_ratgan(generator, discriminator, g_state, d_state, str(tmp_path / "netG_274.pth"), "d")
+    assert report["epoch"] == 274
+
+    rng = np.random.default_rng(1)
+    noise, sentence = rng.standard_normal((2, 100)).astype(np.float32), rng.standard_normal((2, 256)).astype(np.float32)
+    with torch.no_grad():
+        expected = net_g(torch.from_numpy(noise), torch.from_numpy(sentence)).numpy().transpose(0, 2, 3, 1)
+        images = torch.from_numpy(expected.transpose(0, 3, 1, 2).copy())
+        expected_logits = net_d.COND_DNET(net_d(images), torch.from_numpy(sentence)).numpy().reshape(-1)
+    ours = generator([noise, sentence]).numpy()
+    assert expected.std() > 0.05 and np.abs(expected).max() < 0.999  # neither constant nor saturated
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    logits = discriminator([expected, sentence]).numpy()
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected_logits).max()))
+    if head == "attention":
+        _, attention_map = discriminator.logits(discriminator.features(expected), sentence, return_attention=True)
+        np.testing.assert_allclose(attention_map.numpy(), net_d.COND_DNET.p.numpy()[:, 0], atol=1e-6)

@@ -4,7 +4,7 @@
 (chapter 3's ``damsm.py``); ``train`` runs it first when the run has none (or reuses ``--set
 damsm_dir=...``), then trains DF-GAN or RAT-GAN (``model.py``, config → networks in ``build.py``) on the
 frozen sentence features. ``benchmark`` times training steps at the official 256² configuration; ``import``
-writes a run folder from DF-GAN's released checkpoint (``official.py``).
+writes a run folder from DF-GAN's or RAT-GAN's released checkpoint (``official.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ flags.DEFINE_enum("variant", "ratgan", ["ratgan", "dfgan"],
 flags.DEFINE_bool("attention", False, "sample (RAT-GAN): also write the discriminator's attention over each image (ATTN=1).")
 flags.DEFINE_integer("benchmark_batch", 8, "benchmark: batch size of the timed training steps.")
 flags.DEFINE_integer("benchmark_steps", 3, "benchmark: timed steps after one warm-up (trace) step.")
-flags.DEFINE_string("checkpoint", None, "import: DF-GAN's released state_epoch_*.pth (or its .npz); official.py.")
+flags.DEFINE_bool("benchmark_sampling", False, "benchmark: time an evaluation instead (sampling and scoring, per image).")
+flags.DEFINE_string("checkpoint", None, "import: DF-GAN's released state_epoch_*.pth or RAT-GAN's netG_*.pth (or their "
+                    ".npz); official.py.")
+flags.DEFINE_string("discriminator_checkpoint", None, "import (RAT-GAN): its netD_*.pth too (for ATTN=1); optional.")
 
 
 def run_dir(options) -> str:
@@ -137,6 +140,7 @@ def restored(options, image_encoder: bool = False):
 def sample(options):
     harness.check_sample_count(options.n)
     run, config, _, vocabulary, gan, _ = restored(options)
+    official.check_attention_request(run.path, config, options.attention)
     ids, length = damsm.encode_user_caption(vocabulary, options.text, config["words_num"])
     n = options.n
     noise = sampling_noise(config, harness.sample_noise(n, config["noise_dim"], options.sample_seed))
@@ -144,7 +148,7 @@ def sample(options):
     images = gan.generate(noise, batch_ids, batch_lengths).numpy()
     path = harness.save_sample_grid(images, harness.sample_path(run, options.text, options.sample_seed, options.output),
                                     caption=options.text)
-    if config["variant"] == "ratgan" and config["discriminator_head"] == "attention" and options.attention:
+    if options.attention:
         maps = gan.discriminator_attention(images, batch_ids, batch_lengths)
         picture = discriminator_attention_picture(images, maps.numpy(), caption=options.text)
         harness.save_sample_grid(picture, path[:-4] + "-attention.png")
@@ -174,12 +178,14 @@ def evaluate(options):
 
 def benchmark(options):
     """Seconds per training step at a profile's networks (``benchmark.py``); no data, no run folder."""
-    from chapters.ch4_dfgan_ratgan.benchmark import benchmark as time_steps
+    from chapters.ch4_dfgan_ratgan.benchmark import benchmark as time_steps, sampling_cost
     from t2igan.config import resolve_config
 
     config = resolve_config(PROFILES, options.profile, options.dataset, options.set, None,
                             VARIANTS[options.profile][options.variant])
     config["variant"] = options.variant
+    if options.benchmark_sampling:
+        return sampling_cost(config, options.benchmark_batch, options.benchmark_steps)
     time_steps(config, options.benchmark_batch, options.benchmark_steps, options.jit_compile)
 
 

@@ -50,3 +50,42 @@ def benchmark(config: dict, batch: int, steps: int, jit_compile: bool = False, v
           f"{'XLA' if jit_compile else 'tf.function'}, intra-op threads {threads}")
     print(f"  build {built:.1f} s; first step (trace) {times[0]:.1f} s; then " + ", ".join(f"{t:.2f}" for t in times[1:])
           + f" s; median {np.median(times[1:]):.2f} s per training step")
+
+
+def sampling_cost(config: dict, batch: int, batches: int, protocol_images: int = 30000):
+    """What an evaluation costs here: seconds per image to sample the generator (inference, no gradient) and to
+    score the image (the FID Inception at 299 px and the DAMSM image encoder of R-precision), on random
+    weights and noise (the same arithmetic as trained ones), and their total for ``protocol_images`` (the
+    papers': 30,000; RAT-GAN's birds plan 29,280). ``eval --eval_samples=N`` then costs N times the sum."""
+    import keras
+    import tensorflow as tf
+
+    from chapters.ch3_attngan.damsm import DamsmImageEncoder
+    from chapters.ch4_dfgan_ratgan.build import build_networks, sentence_dim
+    from t2igan.metrics.inception import FidInception
+
+    keras.utils.set_random_seed(0)
+    generator = build_networks(config)[0]
+    fid = FidInception()
+    damsm = DamsmImageEncoder("inception_torchvision", sentence_dim(config), input_size=299)  # the protocol's
+    noise = tf.random.normal((batch, config["noise_dim"]))
+    sentence = tf.random.normal((batch, sentence_dim(config)))
+    sample = tf.function(lambda z, s: generator([z, s], training=False))
+    encode = tf.function(lambda x: damsm(x, training=False))
+    parts = {"generator": lambda: sample(noise, sentence), "FID Inception": lambda: fid(images),
+             "DAMSM image encoder": lambda: encode(images)}
+    images = sample(noise, sentence)
+    per_image = {}
+    for name, work in parts.items():
+        tf.nest.map_structure(lambda t: t.numpy(), work())  # trace and warm up
+        started = time.perf_counter()
+        for _ in range(batches):
+            tf.nest.map_structure(lambda t: t.numpy(), work())
+        per_image[name] = (time.perf_counter() - started) / (batches * batch)
+    total = sum(per_image.values())
+    print(f"{config['variant']} ({config['profile']}: {config['image_size']}² px, G width {config['generator_width']}), "
+          f"batch {batch}, {batches} timed batch(es) after one warm-up:")
+    for name, seconds in per_image.items():
+        print(f"  {name}: {seconds:.3f} s per image")
+    print(f"  in all {total:.3f} s per image: {protocol_images:,} images (the papers' protocol) ≈ "
+          f"{total * protocol_images / 3600:.1f} h here; eval --eval_samples=500 ≈ {total * 500 / 60:.0f} min")

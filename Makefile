@@ -60,6 +60,7 @@ help:
 	@echo "make chapter1-eval    (oracle accuracy + oracle FID on shapes)"
 	@echo "make chapter1-check   (this chapter's tests)"
 	@echo "make chapter2-train   [VARIANT=v2|v1] and chapter2-{pretrain,sample,eval,check}: StackGAN++ / StackGAN-v1"
+	@echo "make chapter2-import  DATASET=birds PROFILE=paper CHECKPOINT=netG_210000.pth [ARGS=\"--embeddings=folder\"]  (StackGAN++'s release and Reed's embeddings, for sample/eval)"
 	@echo "make chapter3-train   and chapter3-{pretrain,sample,eval,check}: DAMSM + AttnGAN; chapter3-sample ATTN=1 adds attention maps"
 	@echo "make chapter3-import  DATASET=birds PROFILE=paper GENERATOR=bird_AttnGAN2.pth TEXT_ENCODER=text_encoder200.pth IMAGE_ENCODER=image_encoder200.pth  (the official AttnGAN, for sample/eval)"
 	@echo "make damsm-import     DATASET=birds TEXT_ENCODER=… IMAGE_ENCODER=… DAMSM_DIR=folder  (the official DAMSM, for ARGS=\"--set damsm_dir=folder\" in chapters 3-5)"
@@ -69,7 +70,7 @@ help:
 	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8)"
 	@echo "make chapter4-import  VARIANT=dfgan DATASET=birds PROFILE=paper CHECKPOINT=state_epoch_NNN.pth ARGS=\"--set damsm_dir=folder\"  (DF-GAN's release, for sample/eval)"
 	@echo "make chapter4-import  VARIANT=ratgan DATASET=birds PROFILE=paper CHECKPOINT=netG_NNN.pth [DISCRIMINATOR=netD_NNN.pth] ARGS=\"--set damsm_dir=folder\"  (RAT-GAN's)"
-	@echo "make eval REAL=folder|stats.npz FAKE=folder [EXTRACTOR=tf-fid|keras-imagenet|oracle] [WEIGHTS=file]  (FID + IS, protocol card)"
+	@echo "make eval REAL=folder|stats.npz FAKE=folder [EXTRACTOR=pytorch-fid|torchvision|keras-imagenet|oracle] [WEIGHTS=file]  (FID + IS, protocol card)"
 	@echo "make assignment CHAPTER=N OUT=folder [TASKS=a,b]  (a student copy: the chosen tasks stubbed out; docs/teaching.md)"
 	@echo "make grade CHAPTER=N STUDENT=folder|file [RESULTS=results.json]  (the autograder; last line: score: X / Y)"
 	@echo "make assignment-tasks CHAPTER=N  (the tasks, their checks and points)   make assignment-mutations CHAPTER=N  (plant every listed mistake, grade it)"
@@ -118,6 +119,9 @@ chapter2-eval: install
 	$(PY) -m chapters.$(CHAPTER_2) eval $(VS) $(COMMON) --sample_seed=$(SEED) $(ARGS)
 chapter2-check: install
 	$(PY) -m pytest -q tests/test_chapter02_model.py tests/test_chapter02.py
+.PHONY: chapter2-import
+chapter2-import: install
+	$(PY) -m chapters.$(CHAPTER_2) import --variant=$(or $(VARIANT),v2) $(COMMON) --checkpoint="$(CHECKPOINT)" $(ARGS)
 
 # ---------------------------------------------------------------- chapter 3: DAMSM + AttnGAN
 chapter3-pretrain: install

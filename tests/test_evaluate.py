@@ -60,6 +60,7 @@ def test_two_folders_print_the_protocol_and_reuse_cached_statistics(tmp_path):
     assert "TensorFlow 2.21" in report["protocol"]["software"]
     assert "'images': 4" in json.loads(second.read_text())["protocol"]["reference"]  # the stored protocol
     assert "the reference covariance is singular (rank 3 of 2048" in report["protocol"]["fid_warning"]
+    assert report["protocol"]["sample_count_warning"].startswith("4 generated images, the papers' protocol uses 30,000")
 
 
 def test_clear_errors_without_weights_or_images(tmp_path):
@@ -75,6 +76,18 @@ def test_clear_errors_without_weights_or_images(tmp_path):
         "image_pipeline": "[-1, 1] → ×127.5+127.5 → bilinear resize to 299 (half-pixel, no antialias) → (x − 128)/128; RGB"})
     write_folder(tmp_path / "two", 1, count=2)
     old = evaluate(f"--real={tmp_path / 'old.npz'}", f"--fake={tmp_path / 'two'}", "--random_weights_for_tests")
-    assert old.returncode == 2 and "holds statistics of images fed as" in old.stderr and "Recompute them" in old.stderr
+    assert old.returncode == 2 and "holds statistics of images fed as" in old.stderr and "recompute the statistics" in old.stderr
+    # A file of another family (DF-GAN's network, family B) with the family-A protocol: refused, naming both.
+    save_statistics(str(tmp_path / "family_b.npz"), np.zeros(2048), np.eye(2048),
+                    {"family": "B: torchvision's ImageNet Inception-v3 (avg-pooled Mixed_7c)"})
+    other = evaluate(f"--real={tmp_path / 'family_b.npz'}", f"--fake={tmp_path / 'two'}", "--random_weights_for_tests")
+    assert other.returncode == 2 and "of family B: torchvision" in other.stderr and "family A: the 2015" in other.stderr
+    # ... and accepted by the torchvision protocol (family B), whose card says it and that it has no IS.
+    same = evaluate(f"--real={tmp_path / 'family_b.npz'}", f"--fake={tmp_path / 'two'}", "--random_weights_for_tests",
+                    "--extractor=torchvision", f"--output={tmp_path / 'b.json'}")
+    assert same.returncode == 0, same.stderr[-3000:]
+    card = json.loads((tmp_path / "b.json").read_text())["protocol"]
+    assert "family B" in card["feature_extractor"] and "x·(σ_c/0.5) + (μ_c − 0.5)/0.5" in card["image_pipeline"]
+    assert card["inception_score"] == "not with the torchvision protocol (its network has no classifier)"
     not_run = evaluate(f"--run={tmp_path}")
     assert not_run.returncode == 2 and "not a run folder" in not_run.stderr

@@ -23,8 +23,10 @@ pytorch_fid_inception = pytest.importorskip("pytorch_fid.inception")
 fid_score = pytest.importorskip("pytorch_fid.fid_score")
 
 
-def random_fid_inception(seed=0):
-    """pytorch-fid's FID Inception (its classes), every weight and BatchNorm statistic random."""
+def random_fid_inception(seed=0, live_features=False):
+    """pytorch-fid's FID Inception (its classes), every weight and BatchNorm statistic random. ``live_features``:
+    the BN shifts of the last block positive, so that no pool3 feature is a ReLU that is zero for every image
+    (such a feature makes both covariances singular at any image count)."""
     torch.manual_seed(seed)
     m = pytorch_fid_inception
     inception = m._inception_v3(num_classes=1008, aux_logits=False, weights=None)
@@ -48,6 +50,10 @@ def random_fid_inception(seed=0):
             module.reset_running_stats()
             module.momentum = None  # a cumulative average: exactly this batch's statistics
         inception.train()(torch.rand(8, 3, 299, 299) * 2 - 1)
+        if live_features:
+            for module in inception.Mixed_7c.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.bias.uniform_(0.5, 1.0)
     return inception.eval()
 
 
@@ -87,3 +93,82 @@ def test_features_and_frechet_distance_equal_pytorch_fid(tmp_path, monkeypatch):
     statistics = [(x.mean(axis=0), np.cov(x, rowvar=False)) for x in features]
     expected = fid_score.calculate_frechet_distance(*statistics[0], *statistics[1])
     assert frechet_distance(*statistics[0], *statistics[1]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_folder_fid_equals_pytorch_fids_on_the_same_two_folders(tmp_path, monkeypatch):
+    """Must-show 1 of issue 18: ``make eval`` (``python -m t2igan.evaluate_folders``) and pytorch-fid's own
+    ``calculate_fid_given_paths``, the same random network, the same two folders of PNGs. More images than
+    feature dimensions: with fewer, pytorch-fid raises on the singular covariances ("Imaginary component",
+    seen at 60 images). 2 × 2,100 images through both networks take about an hour on a 2-core CPU."""
+    import json
+
+    network = random_fid_inception(live_features=True)
+    torch.save(network.state_dict(), tmp_path / "fid.pth")
+    rng = np.random.default_rng(2)
+    for folder, shift in (("real", 0.0), ("fake", 40.0)):
+        (tmp_path / folder).mkdir()
+        for i in range(FOLDER_IMAGES):
+            smooth = np.linspace(0, 255, 64)[None, :, None] * rng.uniform(0.2, 1.0, 3)
+            pixels = np.clip(smooth + shift + rng.normal(0, 40, (64, 64, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / folder / f"{i:03d}.png")
+    monkeypatch.setattr(pytorch_fid_inception, "fid_inception_v3", lambda: network)
+    expected = fid_score.calculate_fid_given_paths([str(tmp_path / "real"), str(tmp_path / "fake")], batch_size=50,
+                                                   device="cpu", dims=2048, num_workers=0)
+    ours = subprocess.run([sys.executable, "-m", "t2igan.evaluate_folders", f"--real={tmp_path / 'real'}",
+                           f"--fake={tmp_path / 'fake'}", f"--inception_weights={tmp_path / 'fid.pth'}",
+                           "--no_inception_score", f"--output={tmp_path / 'ours.json'}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=time_limit(600), env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")})
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    report = json.loads((tmp_path / "ours.json").read_text())
+    print(f"FID: pytorch-fid {expected!r}, ours {report['results']['fid']!r}")
+    assert expected > 1.0  # two different folders
+    assert report["results"]["fid"] == pytest.approx(expected, rel=1e-5)
+    assert "fid_warning" not in report["protocol"]  # full-rank covariances: no warning is due
+
+
+FOLDER_IMAGES = int(os.environ.get("T2IGAN_FID_FOLDER_IMAGES", "2100"))  # > 2,048: see the test's docstring
+
+
+def test_the_torchvision_protocol_equals_dfgans_fid_pipeline(tmp_path):
+    """Family B: torchvision's own Inception3 (random weights, BN statistics measured), its state dict saved as
+    torchvision's file is; DF-GAN's / DM-GAN's FID features transcribed here from pytorch-fid 802da39 (the
+    blocks of torchvision's network, the transform written for [-1, 1] fed [0, 1] images, bilinear 299,
+    average-pooled Mixed_7c) equal the torchvision protocol's features of the same images."""
+    torchvision = pytest.importorskip("torchvision")
+    from t2igan.metrics.inception import TorchvisionFidInception
+
+    torch.manual_seed(3)
+    network = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True, transform_input=False)
+    batch_norms = [module for module in network.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for module in batch_norms:
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.normal_(0.0, 0.1)
+            module.reset_running_stats()
+            module.momentum = None
+        network.train()(torch.rand(8, 3, 299, 299) * 2 - 1)
+    network.eval()
+    torch.save(network.state_dict(), tmp_path / "inception_v3_google.pth")  # with AuxLogits and fc, as the download
+
+    rng = np.random.default_rng(4)
+    images = np.stack([np.clip(np.linspace(0, 255, 256)[None, :, None] * rng.uniform(0.2, 1.0, 3)
+                               + rng.normal(0, 40, (256, 256, 3)), 0, 255).astype(np.uint8) for _ in range(3)])
+
+    def dfgan_features(u8):
+        x = torch.from_numpy(u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)  # float fakes in [0, 1]
+        x = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = x.clone()
+        for c, (mean, std) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))):
+            x[:, c] = x[:, c] * (std / 0.5) + (mean - 0.5) / 0.5  # normalize_input of 802da39, on [0, 1]
+        n = network
+        for block in (n.Conv2d_1a_3x3, n.Conv2d_2a_3x3, n.Conv2d_2b_3x3, torch.nn.MaxPool2d(3, 2), n.Conv2d_3b_1x1,
+                      n.Conv2d_4a_3x3, torch.nn.MaxPool2d(3, 2), n.Mixed_5b, n.Mixed_5c, n.Mixed_5d, n.Mixed_6a,
+                      n.Mixed_6b, n.Mixed_6c, n.Mixed_6d, n.Mixed_6e, n.Mixed_7a, n.Mixed_7b, n.Mixed_7c):
+            x = block(x)
+        return torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1).numpy()
+
+    with torch.no_grad():
+        reference = dfgan_features(images)
+    ours = TorchvisionFidInception(str(tmp_path / "inception_v3_google.pth")).features(images / 127.5 - 1.0)
+    assert reference.shape == ours.shape == (3, 2048) and reference.std() > 0.01
+    assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max()

@@ -110,3 +110,23 @@ def test_without_classes_every_image_is_its_own_class():
                     owner_class=np.zeros(len(captions), int))
     with pytest.raises(ValueError, match="protocol must be one of dm-gan, other-images"):
         r_precision(image_features, flat, image_owner * 10 + own_index, caption_owner, image_owner, protocol="attngan")
+
+
+def test_dm_gans_caption_plan_passes_over_the_images_with_a_random_caption_each():
+    """``eval_caption_plan=dm-gan``: pass after pass over the test images, each once per pass (shuffled), one
+    caption at random each time, until N (default 30,000); ``every-caption`` stays each caption once."""
+    from types import SimpleNamespace
+
+    from t2igan.scoring import caption_plan
+
+    examples = [SimpleNamespace(captions=[f"c{c}" for c in range(5)]) for _ in range(10)]
+    plan = caption_plan(examples, 25, seed=3, plan="dm-gan")
+    assert len(plan) == 25 and plan == caption_plan(examples, 25, seed=3, plan="dm-gan")
+    for start in (0, 10):  # two whole passes: every image exactly once in each
+        assert sorted(i for i, _ in plan[start:start + 10]) == list(range(10))
+    assert len({c for _, c in plan}) > 1 and all(0 <= c < 5 for _, c in plan)
+    assert [i for i, _ in plan[:10]] != list(range(10))  # shuffled
+    assert len(caption_plan(examples, 0, seed=3, plan="dm-gan")) == 30000
+    assert len(caption_plan(examples, 0, seed=3)) == 50  # every caption once
+    with pytest.raises(ValueError, match="eval_caption_plan must be one of"):
+        caption_plan(examples, 0, seed=3, plan="dmgan")

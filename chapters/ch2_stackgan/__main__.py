@@ -1,4 +1,4 @@
-"""Chapter 2 commands: ``python -m chapters.ch2_stackgan {pretrain,train,sample,eval} [--variant=v2|v1] --flags``.
+"""Chapter 2 commands: ``python -m chapters.ch2_stackgan {pretrain,train,sample,eval,import} [--variant=v2|v1] --flags``.
 
 (``make chapter2-train [VARIANT=v1]`` etc. call these.) The networks and losses are in ``model.py`` and
 ``stages.py``, config → networks in ``build.py``; the text encoder is chapter 1's char-CNN-RNN.
@@ -7,6 +7,8 @@
 * ``--variant=v1``: StackGAN-v1, stage I for ``stage_one_epochs``, then stage II for ``epochs`` on top of
   the frozen stage I (checkpoints in ``checkpoints/stage1`` and ``checkpoints/stage2``; a restart resumes
   whichever stage was running).
+
+``import`` writes a run folder from StackGAN++'s released birds generator and Reed's embeddings (``official.py``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from absl import flags
 
 from chapters.ch1_gan_int_cls import char_cnn_rnn
 from chapters.ch1_gan_int_cls.sample import sample_captions
+from chapters.ch2_stackgan import official
 from chapters.ch2_stackgan.build import build_v1, build_v2, check_networks, input_noise_dim
 from chapters.ch2_stackgan.profiles import PROFILES, variant_settings
+from chapters.ch2_stackgan.official import refuse_imported_run
 from chapters.ch2_stackgan.stages import check_stage_sizes
 from t2igan import cli
 from t2igan.config import default_run_dir
@@ -35,6 +39,9 @@ flags.adopt_module_key_flags(cli)  # the shared flags appear in --help too
 CHAPTER = "ch2_stackgan"
 flags.DEFINE_enum("variant", "v2", ["v2", "v1"], "v2: StackGAN++ (joint tree); v1: StackGAN-v1 (stage I, then stage II).")
 flags.DEFINE_string("interpolate_to", None, "sample: a second caption; the grid then interpolates between the two (GAN-INT).")
+flags.DEFINE_string("checkpoint", None, "import: StackGAN++'s released netG_*.pth (or its .npz); official.py.")
+flags.DEFINE_string("embeddings", None, "import: the folder of train/ and test/char-CNN-RNN-embeddings.pickle "
+                                        "(default: the data set's folder).")
 
 
 def run_dir(options) -> str:
@@ -42,9 +49,15 @@ def run_dir(options) -> str:
     return options.run_dir or default_run_dir(2, options.dataset, options.profile, "v1" if options.variant == "v1" else "")
 
 
-def start_training(options):
+def start_training(options, also=None):
+    """Config, run folder and lock; ``also(config)``: the import's own checks (train refuses an imported run)."""
+    if also is None:
+        refuse_imported_run(run_dir(options))
+
     def adjust(config):
         config["variant"] = options.variant
+        if also is not None:
+            also(config)
 
     return harness.start_training(CHAPTER, options, PROFILES, run_dir=run_dir(options), adjust=adjust,
                                   variant_settings=variant_settings(options.variant, options.profile),
@@ -146,8 +159,7 @@ def sample(options):
     run, config = open_run(options)
     harness.check_sample_count(options.n)
     gan = restored_gan(run, config)
-    sample_captions(run, lambda noise, text: gan.generate(noise, text).numpy(),
-                    lambda caption: char_cnn_rnn.encode_user_caption(run.text_encoder, config, caption),
+    sample_captions(run, lambda noise, text: gan.generate(noise, text).numpy(), official.caption_encoder(run, config),
                     input_noise_dim(config), options)
 
 
@@ -168,6 +180,7 @@ def evaluate(options):
 
 
 if __name__ == "__main__":
-    cli.run_commands({"pretrain": pretrain, "train": train, "sample": sample, "eval": evaluate},
-                     f"usage: python -m chapters.{CHAPTER} {{pretrain,train,sample,eval}} [--variant=v2|v1] "
+    cli.run_commands({"pretrain": pretrain, "train": train, "sample": sample, "eval": evaluate,
+                      "import": lambda options: official.import_run(start_training, options, run_dir(options))},
+                     f"usage: python -m chapters.{CHAPTER} {{pretrain,train,sample,eval,import}} [--variant=v2|v1] "
                      "[--dataset=shapes] [--profile=course] [--run_dir=...] ...")

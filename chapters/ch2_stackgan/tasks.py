@@ -22,7 +22,9 @@ from t2igan.assignments import Check, CheckFailed, Mutation, Task, assert_close,
 from t2igan.assignments.cli import main
 
 STAGES = "chapters.ch2_stackgan.stages"
-HIDDEN = ("tests/test_chapter02_model.py",)  # pins the same lines: kept out of student copies
+# Both pin the same lines: the model test directly, the official one through PyTorch's CA_NET and G_NET (it
+# computes c = μ + σ·ε and the whole tree), so both are kept out of student copies.
+HIDDEN = ("tests/test_chapter02_model.py", "tests/test_chapter02_official.py")
 MODEL = "chapters.ch2_stackgan.model"
 
 

@@ -65,8 +65,10 @@ import sys
 
 import numpy as np
 
+from chapters.ch2_stackgan.official import fc_order  # the same first-stage block as StackGAN++'s
 from t2igan.errors import UserError
 from t2igan import torch_weights
+from t2igan.training.run import IMPORTED, refuse_imported_run  # noqa: F401  (refuse_imported_run: for __main__)
 from t2igan.torch_weights import BATCH_NORM_KEYS, check_state, conv_kernel, dense_kernel, sha256, without_counters
 
 ATTNGAN_README = "https://github.com/taoxugit/AttnGAN#readme"
@@ -288,12 +290,6 @@ def convert_damsm(text_path: str, image_path: str, words: list[str], folder: str
 WHAT = "an AttnGAN generator (G_NET state dict, e.g. bird_AttnGAN2.pth)"
 
 
-def fc_order(channels: int) -> np.ndarray:
-    """Index array: our fc feature j = official feature ``fc_order(C)[j]`` (both GLU halves)."""
-    half, position, channel = np.meshgrid(np.arange(2), np.arange(16), np.arange(channels), indexing="ij")
-    return (half * 16 * channels + channel * 16 + position).reshape(-1)
-
-
 def checkpoint_configuration(state: dict[str, np.ndarray], path: str) -> dict:
     """What a ``G_NET`` state dict was built with: gf, stages, residual blocks, condition, noise, text widths."""
     state = without_counters(state)
@@ -395,17 +391,6 @@ def load_generator(generator, state: dict[str, np.ndarray], path: str) -> None:
 # ---------------------------------------------------------------------------
 # 3. ``chapter3-import``: a run folder holding a released generator and its DAMSM
 # ---------------------------------------------------------------------------
-IMPORTED = "imported.json"
-
-
-def refuse_imported_run(run_dir: str) -> None:
-    """An imported run holds a released model without its optimizer state (AttnGAN's: without its
-    discriminators either): for sample and eval, nothing to resume."""
-    if os.path.exists(os.path.join(run_dir, IMPORTED)):
-        raise UserError(f"{run_dir} holds an imported official model (for sample and eval), not a training run: "
-                        "train in another RUN_DIR.")
-
-
 def import_run(chapter: str, options, profiles: dict, run_dir: str) -> None:
     """A run folder holding the released AttnGAN generator (as G and as its EMA, which is what the official
     code saved), and the released DAMSM converted into its ``text_encoder`` folder (``options.text_encoder``,

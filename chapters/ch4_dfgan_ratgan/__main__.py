@@ -17,7 +17,6 @@ import numpy as np
 from absl import flags
 
 from chapters.ch3_attngan import damsm
-from chapters.ch3_attngan.official import refuse_imported_run
 from chapters.ch4_dfgan_ratgan import official
 from chapters.ch4_dfgan_ratgan.build import build_gan, build_networks, sampling_noise
 from chapters.ch4_dfgan_ratgan.profiles import PROFILES, VARIANTS
@@ -27,6 +26,7 @@ from t2igan import cli
 from t2igan.config import default_run_dir
 from t2igan.errors import UserError
 from t2igan.training import harness
+from t2igan.training.run import refuse_imported_run
 
 flags.adopt_module_key_flags(cli)  # the shared flags appear in --help too
 CHAPTER = "ch4_dfgan_ratgan"

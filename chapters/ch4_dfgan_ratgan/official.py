@@ -346,22 +346,17 @@ def load_ratgan(generator, discriminator, generator_state: dict, discriminator_s
 
 def check_attention_request(run_dir: str, config: dict, attention: bool) -> None:
     """``--attention`` (ATTN=1) needs RAT-GAN's attention head and a trained one: refuse it otherwise."""
-    import json
-    import os
-
-    from chapters.ch3_attngan.official import IMPORTED
+    from t2igan.training.run import imported_record
 
     if not attention:
         return
     if config["variant"] != "ratgan" or config["discriminator_head"] != "attention":
         raise UserError("--attention (ATTN=1) shows RAT-GAN's discriminator attention: this run has "
                         f"{'DF-GAN' if config['variant'] == 'dfgan' else 'the plain head'}, which has none. Leave it out.")
-    record_path = os.path.join(run_dir, IMPORTED)
-    if os.path.exists(record_path):
-        with open(record_path, encoding="utf-8") as file:
-            if json.load(file).get("discriminator") is None:
-                raise UserError(f"{run_dir} was imported without a discriminator (--discriminator_checkpoint): its "
-                                "attention would be a random network's. Import netD_NNN.pth too, or leave ATTN out.")
+    record = imported_record(run_dir)
+    if record is not None and record.get("discriminator") is None:
+        raise UserError(f"{run_dir} was imported without a discriminator (--discriminator_checkpoint): its "
+                        "attention would be a random network's. Import netD_NNN.pth too, or leave ATTN out.")
 
 
 # ---------------------------------------------------------------------------------- chapter4-import
@@ -396,7 +391,7 @@ def import_run(start_training, options, run_dir: str) -> None:
     import json
     import os
 
-    from chapters.ch3_attngan.official import IMPORTED
+    from t2igan.training.run import IMPORTED
     from chapters.ch4_dfgan_ratgan.build import build_networks
     from t2igan.torch_weights import sha256
     from t2igan.training import harness

@@ -23,8 +23,9 @@ SHARED_SETTINGS = {
     "course": dict(metrics_every_epochs=5, metrics_samples=256),
     "paper": dict(metrics_every_epochs=10, metrics_samples=5000),
 }
-INCEPTION_SETTINGS = dict(fid_weights="", fid_extractor="tf-fid",
-                          r_precision_protocol="dm-gan")  # or "other-images" (t2igan.metrics.r_precision)
+INCEPTION_SETTINGS = dict(fid_weights="", fid_extractor="pytorch-fid",  # or torchvision, keras-imagenet (inception.py)
+                          r_precision_protocol="dm-gan",  # or "other-images" (t2igan.metrics.r_precision)
+                          eval_caption_plan="every-caption")  # or "dm-gan": 30,000, a random caption per image and pass
 
 
 class Config(dict):
@@ -129,5 +130,11 @@ def check_settings(config: dict) -> None:
                 refuse(key, "must be in [0, 1)")
         elif key.endswith("_weight") and isinstance(value, (int, float)) and value < 0:
             refuse(key, "must be ≥ 0")
+        elif key == "fid_extractor" and value not in ("pytorch-fid", "torchvision", "keras-imagenet", "tf-fid"):
+            refuse(key, "must be pytorch-fid (family A, the default), torchvision (family B: DM-GAN's and DF-GAN's "
+                        "FID) or keras-imagenet (docs/metrics.md)")
+        elif key == "eval_caption_plan" and value not in ("every-caption", "dm-gan"):
+            refuse(key, "must be every-caption (each test caption once) or dm-gan (DM-GAN's 30,000: a random "
+                        "caption per test image, pass after pass)")
         elif key == "r_precision_protocol" and value not in ("dm-gan", "other-images"):
             refuse(key, "must be dm-gan (DM-GAN's evaluation) or other-images (this project's before it)")

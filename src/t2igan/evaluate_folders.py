@@ -1,7 +1,7 @@
 """``python -m t2igan.evaluate_folders`` (``make eval``): FID (and IS) between two image folders, or a run's eval.
 
     python -m t2igan.evaluate_folders --real=REAL_FOLDER_OR_STATS.npz --fake=FAKE_FOLDER \\
-        [--extractor=tf-fid|keras-imagenet|oracle] [--inception_weights=PATH] [--batch_size=50]
+        [--extractor=pytorch-fid|torchvision|keras-imagenet|oracle] [--inception_weights=PATH] [--batch_size=50]
     python -m t2igan.evaluate_folders --run=runs/ch3-shapes-course     # = make chapter3-eval RUN_DIR=…
 
 Images are read in batches (PNG/JPEG, RGB), so 30,000 images never sit in memory at once: only the
@@ -26,11 +26,14 @@ from t2igan.errors import UserError
 flags.DEFINE_string("real", None, "Folder of real images, or an .npz of reference statistics (mu, sigma).")
 flags.DEFINE_string("fake", None, "Folder of generated images.")
 flags.DEFINE_string("run", None, "A run folder: run its chapter's eval instead (the chapter generates the images).")
-flags.DEFINE_enum("extractor", "tf-fid", ["tf-fid", "keras-imagenet", "oracle"],
-                  "Features: tf-fid (the FID Inception, the papers' standard), keras-imagenet (not comparable with "
-                  "papers), oracle (shapes data sets only).")
+flags.DEFINE_enum("extractor", "pytorch-fid", ["pytorch-fid", "torchvision", "keras-imagenet", "oracle", "tf-fid"],
+                  "The FID protocol (docs/metrics.md): pytorch-fid (family A, the FID Inception: TTUR, pytorch-fid, "
+                  "AttnGAN's later figures), torchvision (family B, ImageNet Inception-v3: DM-GAN's and DF-GAN's "
+                  "figures and .npz statistics), keras-imagenet (not comparable with papers), oracle (shapes data "
+                  "sets only); tf-fid is pytorch-fid's former name.")
 flags.DEFINE_string("inception_weights", os.environ.get("T2IGAN_FID_WEIGHTS"),
-                    "Local weights file for tf-fid / keras-imagenet (default: $T2IGAN_FID_WEIGHTS).")
+                    "Local weights file of the protocol's network (default: $T2IGAN_FID_WEIGHTS): "
+                    "pt_inception-2015-12-05-6726825d.pth, inception_v3_google-*.pth, or the Keras .h5.")
 flags.DEFINE_string("oracle_data", None, "extractor=oracle: the shapes data set folder whose oracle is used "
                     "(e.g. data/shapes-32px-seed0).")
 flags.DEFINE_integer("image_size", 0, "extractor=oracle: the oracle's resolution (default: the fake images' size).")
@@ -82,6 +85,8 @@ class OracleExtractor:
     """The shapes oracle's penultimate features (a domain FID: comparable only with other oracle FIDs)."""
 
     name = "oracle"
+    family = "oracle"
+    has_logits = False
 
     def __init__(self, data_root: str, image_size: int):
         from t2igan import oracle as oracle_module
@@ -122,7 +127,8 @@ def folder_statistics(extractor, files, batch_size, size, with_logits=False):
 
 
 def evaluate_folders() -> dict:
-    from t2igan.metrics.fid import covariance_warnings, frechet_distance, load_statistics, save_statistics
+    from t2igan.metrics.fid import (covariance_warnings, family_mismatch, frechet_distance, load_statistics,
+                                    sample_count_warning, save_statistics)
     from t2igan.metrics.inception import sha256
     from t2igan.scoring import print_card, software
     from t2igan.metrics.inception_score import inception_score, softmax
@@ -150,23 +156,27 @@ def evaluate_folders() -> dict:
         except FileNotFoundError as error:
             raise UserError(str(error)) from error
         size = None  # the network resizes to 299 itself
-    with_is = FLAGS.inception_score and FLAGS.extractor != "oracle"
+    with_is = FLAGS.inception_score and FLAGS.extractor != "oracle" and (extractor.has_logits or bool(FLAGS.classifier))
     protocol = {"metric": "FID (Fréchet distance, float64, eigen-form √)" + (" and IS" if with_is else ""),
                 "feature_extractor": extractor.describe(), "image_pipeline": extractor.protocol_input,
                 "generated_images": f"{len(fake_files)} files in {FLAGS.fake}",
                 "batch_size": f"{FLAGS.batch_size}, remainder kept"}
+    if FLAGS.extractor == "tf-fid":
+        protocol["extractor_name"] = "tf-fid is the former name of the pytorch-fid protocol (the same network and pipeline)"
     if FLAGS.real.endswith(".npz"):
         if not os.path.isfile(FLAGS.real):
             raise UserError(f"--real={FLAGS.real}: no such statistics file.")
         real_mu, real_sigma, stored = load_statistics(FLAGS.real)
-        made_with = stored.get("image_pipeline")
-        if made_with and made_with != extractor.protocol_input:
-            raise UserError(f"--real={FLAGS.real} holds statistics of images fed as \"{made_with}\", but "
-                            f"{extractor.name} now feeds them as \"{extractor.protocol_input}\": an FID across the two "
-                            "compares two pipelines. Recompute them from the real images (--real=FOLDER "
-                            "--save_real_stats=NEW.npz).")
+        mismatch = family_mismatch(stored, extractor) if FLAGS.extractor != "oracle" else None
+        if mismatch:
+            raise UserError(f"--real={FLAGS.real} {mismatch}. Use the extractor the file was made with, or recompute "
+                            "the statistics from the real images (--real=FOLDER --save_real_stats=NEW.npz).")
         protocol["reference"] = (f"{FLAGS.real} sha256 {sha256(FLAGS.real)[:16]}"
                                  + (f" ({stored})" if stored else " (made elsewhere; its protocol is unknown)"))
+        if not stored.get("family") and FLAGS.extractor != "oracle":
+            protocol["reference_warning"] = (
+                "the statistics file does not say which network made it: the FID means something only if it was "
+                f"this protocol's ({extractor.name}; DF-GAN's and DM-GAN's .npz files are family B, --extractor=torchvision)")
     else:
         real_files = image_files(FLAGS.real)
         (real_mu, real_sigma), _ = folder_statistics(extractor, real_files, FLAGS.batch_size, size)
@@ -174,19 +184,25 @@ def evaluate_folders() -> dict:
         if FLAGS.save_real_stats:
             save_statistics(FLAGS.save_real_stats, real_mu, real_sigma,
                             {"images": len(real_files), "folder": FLAGS.real, "feature_extractor": extractor.describe(),
-                             "image_pipeline": extractor.protocol_input})
+                             "image_pipeline": extractor.protocol_input,
+                             "family": getattr(extractor, "family", extractor.name)})
             protocol["saved_reference"] = FLAGS.save_real_stats
     if FLAGS.extractor != "oracle" and real_mu.shape[0] != 2048:
         raise UserError(f"The reference statistics are {real_mu.shape[0]}-d but {extractor.name} features are 2048-d.")
-    (fake_mu, fake_sigma), logits = folder_statistics(extractor, fake_files, FLAGS.batch_size, size, with_logits=with_is)
+    (fake_mu, fake_sigma), logits = folder_statistics(extractor, fake_files, FLAGS.batch_size, size,
+                                                      with_logits=with_is and extractor.has_logits)
     results = {"fid": frechet_distance(real_mu, real_sigma, fake_mu, fake_sigma)}
     warnings = covariance_warnings(real_sigma, fake_sigma, None if FLAGS.real.endswith(".npz") else len(real_files),
                                    len(fake_files))
     if warnings:
         protocol["fid_warning"] = "; ".join(warnings)
         logging.warning("FID: %s.", protocol["fid_warning"])
+    if FLAGS.extractor != "oracle" and sample_count_warning(len(fake_files)):
+        protocol["sample_count_warning"] = sample_count_warning(len(fake_files))
+    if FLAGS.inception_score and not with_is and FLAGS.extractor != "oracle":
+        protocol["inception_score"] = f"not with the {extractor.name} protocol (its network has no classifier)"
     if with_is:
-        described = (f"softmax over {logits.shape[1]} logits (improved-gan: pool3·W, no bias)" if extractor.name == "tf-fid"
+        described = (f"softmax over {logits.shape[1]} logits (improved-gan: pool3·W, no bias)" if extractor.name == "pytorch-fid"
                      else "softmax over Keras ImageNet's 1000 logits (not comparable with papers)")
         if FLAGS.classifier:
             logits, described = classifier_logits(fake_files), f"your classifier {FLAGS.classifier} sha256 {sha256(FLAGS.classifier)[:16]}"

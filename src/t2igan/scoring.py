@@ -19,8 +19,26 @@ from t2igan.metrics.inception import sha256 as _sha256
 from t2igan.sampling import captioned_grid, save_png, to_uint8
 
 
-def caption_plan(examples, count: int, seed: int) -> list[tuple[int, int]]:
-    """(example, caption) pairs: every test caption once, or a seeded subset of ``count``."""
+CAPTION_PLANS = ("every-caption", "dm-gan")
+
+
+def caption_plan(examples, count: int, seed: int, plan: str = "every-caption") -> list[tuple[int, int]]:
+    """(example, caption) pairs to generate for.
+
+    ``every-caption`` (default): every test caption once, or a seeded subset of ``count`` of them.
+    ``dm-gan``: DM-GAN's sampling (``code/trainer.py``): passes over the test images in a seeded shuffled
+    order, one caption drawn at random per image per pass, until ``count`` images (0: the papers' 30,000).
+    """
+    if plan == "dm-gan":
+        rng, total = np.random.default_rng(seed), count or 30000
+        chosen: list[tuple[int, int]] = []
+        with_captions = [i for i, example in enumerate(examples) if example.captions]
+        while len(chosen) < total and with_captions:
+            for i in rng.permutation(with_captions):
+                chosen.append((int(i), int(rng.integers(len(examples[i].captions)))))
+        return chosen[:total]
+    if plan not in CAPTION_PLANS:
+        raise ValueError(f"eval_caption_plan must be one of {', '.join(CAPTION_PLANS)}, not {plan!r}.")
     pairs = [(i, c) for i, example in enumerate(examples) for c in range(len(example.captions))]
     if count and count < len(pairs):
         chosen = np.random.default_rng(seed).permutation(len(pairs))[:count]
@@ -59,7 +77,9 @@ class Scorer:
         if index.name in ("shapes", "shapes-pairs"):
             self.kind = "oracle"
         elif self.weights:
-            self.kind = config.get("fid_extractor", "tf-fid")
+            from t2igan.metrics.inception import protocol_name
+
+            self.kind = protocol_name(config.get("fid_extractor", "pytorch-fid"))  # tf-fid: its former name
         else:
             self.kind = None
         self._ready = False
@@ -84,7 +104,7 @@ class Scorer:
                 "reference": f"{len(real)} real test images of {os.path.basename(self.index.root)}",
             }
         elif self.kind is not None:
-            from t2igan.metrics.fid import load_statistics, save_statistics
+            from t2igan.metrics.fid import family_mismatch, load_statistics, save_statistics
             from t2igan.metrics.inception import make_extractor
 
             if not os.path.isfile(self.weights):
@@ -97,7 +117,10 @@ class Scorer:
                     f"{self.extractor.pipeline_id}-{self.extractor.weights_sha256[:12]}.npz")
             path = os.path.join(self.cache_dir or os.path.join(self.index.root, "cache"), name)
             if os.path.isfile(path):
-                self.real_mu, self.real_sigma, _ = load_statistics(path)
+                self.real_mu, self.real_sigma, stored = load_statistics(path)
+                mismatch = family_mismatch(stored, self.extractor)
+                if mismatch:  # the name carries the pipeline: only a file put there by hand gets here
+                    raise ValueError(f"{path} {mismatch}; delete it (it is a cache).")
             else:
                 images = self.real_images()
                 self.real_mu, self.real_sigma = self._statistics(np.asarray(images, np.float32) / 127.5 - 1.0
@@ -105,7 +128,8 @@ class Scorer:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 save_statistics(path, self.real_mu, self.real_sigma,
                                 {"images": len(images), "split": "test", "image_size": self.config["image_size"],
-                                 "feature_extractor": self.extractor.describe()})
+                                 "feature_extractor": self.extractor.describe(), "family": self.extractor.family,
+                                 "image_pipeline": self.extractor.protocol_input})
             self.protocol = {"feature_extractor": self.extractor.describe(),
                              "image_pipeline_for_features": self.extractor.protocol_input,
                              "reference": f"test split of {self.index.name} at {self.config['image_size']} px, "
@@ -122,8 +146,9 @@ class Scorer:
         for start in range(0, len(images), batch_size):
             pool, scores = self.extractor(images[start : start + batch_size])
             running.update(np.asarray(pool, np.float64))
-            logits.append(np.asarray(scores, np.float64))
-        return running.result(), np.concatenate(logits)
+            if scores is not None:  # the torchvision protocol has no classifier
+                logits.append(np.asarray(scores, np.float64))
+        return running.result(), (np.concatenate(logits) if logits else np.zeros((0, 0)))
 
     def score(self, plan, images) -> tuple[dict, dict]:
         """(results, protocol) for generated ``images`` (in [-1, 1]) of the ``plan``'s captions."""
@@ -142,19 +167,22 @@ class Scorer:
             if warnings:
                 protocol["fid_warning"] = "; ".join(warnings)
         elif self.kind is not None:
-            from t2igan.metrics.fid import frechet_distance
+            from t2igan.metrics.fid import covariance_warnings, frechet_distance, sample_count_warning
             from t2igan.metrics.inception_score import inception_score, softmax
-
-            from t2igan.metrics.fid import covariance_warnings
 
             (mu, sigma), logits = self._statistics(images)
             results["fid"] = frechet_distance(self.real_mu, self.real_sigma, mu, sigma)
             warnings = covariance_warnings(self.real_sigma, sigma, None, len(images))
-            if len(logits) >= 10:
+            if not self.extractor.has_logits:
+                protocol["inception_score"] = f"not with the {self.kind} protocol (its network has no classifier)"
+            elif len(logits) >= 10:
                 results["inception_score"], results["inception_score_std"] = inception_score(softmax(logits), 10)
-                protocol["inception_score"] = "softmax over the extractor's logits (tf-fid: pool3·W, no bias), 10 splits"
+                protocol["inception_score"] = (f"softmax over the extractor's logits ({self.kind}: pool3·W, no bias), "
+                                               "10 splits")
             if warnings:
                 protocol["fid_warning"] = "; ".join(warnings)
+            if sample_count_warning(len(images)):
+                protocol["sample_count_warning"] = sample_count_warning(len(images))
         return results, protocol
 
 
@@ -164,7 +192,8 @@ def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_sa
     """``extra(plan, images) -> (results, protocol)`` adds a chapter's own metrics (e.g. R-precision);
     ``real_images()`` gives the real test images (uint8) for Inception reference statistics."""
     started = time.time()
-    plan = caption_plan(index.test, eval_samples, seed)
+    plan_name = config.get("eval_caption_plan", "every-caption")
+    plan = caption_plan(index.test, eval_samples, seed, plan_name)
     if not plan:
         raise ValueError(f"The test split of {index.name} has no captions to evaluate.")
     images = generate_for(plan, generate, noise_dim, seed)
@@ -174,8 +203,11 @@ def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_sa
     latest = _latest_checkpoint(run)
     protocol = {
         "generated_images": len(images),
-        "captions": f"test split of {index.name}: "
-                    + ("every caption of every image, once" if not eval_samples else f"{len(plan)} captions drawn with seed {seed}"),
+        "captions": f"test split of {index.name}: " + (
+            f"DM-GAN's plan: {len(plan)} images, passes over the test images (shuffled, seed {seed}), one random "
+            "caption per image per pass" if plan_name == "dm-gan"
+            else "every caption of every image, once" if not eval_samples
+            else f"{len(plan)} captions drawn with seed {seed}"),
         "noise": f"N(0, I), one vector per caption, seed {seed}",
         "generator": f"{generator_name} from {latest}",
         "image_pipeline": f"generator output [-1, 1] → uint8 → [-1, 1]; {config['image_size']} px; RGB; no resize",

@@ -144,8 +144,54 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{self._source}: refused a persistent reference {pid!r}.")
 
 
-def load_pickle(path: str | os.PathLike) -> Any:
-    """Load a (Python 2 or 3) metadata pickle, building only plain Python values.
+class _PickledArray:
+    """Stand-in for ``numpy.core.multiarray._reconstruct`` / ``numpy.ndarray``: a plain numeric array decoded
+    from its raw bytes with a checked numeric dtype; no numpy code runs on the pickle's behalf."""
+
+    def __init__(self, *args, source: str = "pickle"):
+        self.source, self.array = source, None
+        if not args or args[0] is not _PickledArray:
+            raise pickle.UnpicklingError(f"{source}: refused an array of a class other than numpy.ndarray.")
+
+    def __setstate__(self, state):  # numpy's (version, shape, dtype, is_fortran, raw bytes)
+        shape, dtype, fortran, raw = state[-4:] if isinstance(state, tuple) and len(state) in (4, 5) else (None,) * 4
+        if not isinstance(dtype, _PickledDtype) or not isinstance(shape, tuple):
+            raise pickle.UnpicklingError(f"{self.source}: refused a numpy array that is not of plain numbers.")
+        raw = raw.encode("latin1") if isinstance(raw, str) else raw  # Python 2 strings arrive decoded
+        if not isinstance(raw, bytes) or len(raw) != int(np.prod(shape)) * dtype.dtype.itemsize:
+            raise pickle.UnpicklingError(f"{self.source}: a numpy array's data does not fit its shape {shape}.")
+        self.array = np.frombuffer(raw, dtype.dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+class _ArrayUnpickler(_RestrictedUnpickler):
+    """The restricted unpickler that also builds plain numeric numpy arrays (Reed's embeddings)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct") or (
+                module == "numpy" and name == "ndarray"):
+            source = self._source
+            if name == "ndarray":
+                return _PickledArray
+            return lambda *args: _PickledArray(*args, source=source)
+        return super().find_class(module, name)
+
+
+def _with_arrays(value: Any) -> Any:
+    if isinstance(value, _PickledArray):
+        return value.array
+    if isinstance(value, list):
+        return [_with_arrays(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_with_arrays(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _with_arrays(item) for key, item in value.items()}
+    return value
+
+
+def load_pickle(path: str | os.PathLike, numeric_arrays: bool = False) -> Any:
+    """Load a (Python 2 or 3) metadata pickle, building only plain Python values (and, with
+    ``numeric_arrays``, numpy arrays of plain numbers, decoded from their bytes: StackGAN's
+    ``char-CNN-RNN-embeddings.pickle``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -157,6 +203,8 @@ def load_pickle(path: str | os.PathLike) -> Any:
         raise FileNotFoundError(f"Pickle file not found: {path}")
     with open(path, "rb") as file:
         try:
+            if numeric_arrays:
+                return _with_arrays(_ArrayUnpickler(file, path).load())
             return _RestrictedUnpickler(file, path).load()
         except pickle.UnpicklingError as error:
             if path in str(error):  # our own refusal, already names the file

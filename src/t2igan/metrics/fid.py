@@ -77,6 +77,31 @@ def covariance_warnings(real_sigma, fake_sigma, real_count: int | None = None, f
     return warnings
 
 
+#: the generated-image count of the papers' FIDs (AttnGAN, DM-GAN; DF-GAN 29,120, RAT-GAN 29,280 on CUB)
+PROTOCOL_SAMPLES = 30000
+
+
+def sample_count_warning(count: int, protocol_count: int = PROTOCOL_SAMPLES) -> str | None:
+    """A sentence when an FID's generated-image count is not the papers' (FID is biased by the count)."""
+    if count == protocol_count:
+        return None
+    return (f"{count:,} generated images, the papers' protocol uses {protocol_count:,}: FID falls as the count grows, "
+            f"so this value is comparable only with FIDs of {count:,} images")
+
+
+def family_mismatch(stored: dict, extractor) -> str | None:
+    """Why a statistics file cannot be used with ``extractor`` (None: it can, or the file does not say)."""
+    family = stored.get("family")
+    if family and family != extractor.family:
+        return (f"holds statistics of features of family {family}, but the {extractor.name} protocol's are of family "
+                f"{extractor.family}: an FID across two networks measures nothing")
+    made_with = stored.get("image_pipeline")
+    if made_with and made_with != extractor.protocol_input:
+        return (f"holds statistics of images fed as \"{made_with}\", but {extractor.name} feeds them as "
+                f"\"{extractor.protocol_input}\": an FID across the two compares two pipelines")
+    return None
+
+
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     return frechet_distance(*statistics(real), *statistics(fake))
 

@@ -1,21 +1,38 @@
-"""Feature extractors for FID and IS, each named in the protocol card.
+"""Feature extractors for FID and IS: the named FID protocols, each printed on the protocol card.
 
-* ``tf-fid``: the FID Inception (the 2015-12-05 TensorFlow graph, pool3, 2048-d) as TTUR, pytorch-fid
-  ≥ 0.1 and clean-fid use it. Built here layer by layer as pytorch-fid's ``FIDInceptionV3`` (torchvision
-  names): conv → BN(ε = 1e-3) → ReLU units without conv bias; the average pools of Mixed_5b … Mixed_7b
-  exclude padding (TF ``SAME`` average pooling divides by the number of valid inputs, the
-  ``count_include_pad=False`` of pytorch-fid); Mixed_7c pools its pool branch with a *max*-pool.
+Reported FIDs in this literature come from three different networks ("families"), and an FID is
+comparable only with FIDs of the same family, sample count and input pipeline (``docs/metrics.md``):
+
+* ``pytorch-fid`` (family A, the default): the FID Inception (the 2015-12-05 TensorFlow graph, pool3,
+  2048-d) as TTUR, pytorch-fid ≥ 0.1 and clean-fid use it. Built here layer by layer as pytorch-fid's
+  ``FIDInceptionV3`` (torchvision names): conv → BN(ε = 1e-3) → ReLU units without conv bias; the average
+  pools of Mixed_5b … Mixed_7b exclude padding (TF ``SAME`` average pooling divides by the number of valid
+  inputs, the ``count_include_pad=False`` of pytorch-fid); Mixed_7c pools its pool branch with a *max*-pool.
   Weights come from the file users download for pytorch-fid (``pt_inception-2015-12-05-6726825d.pth``,
   read with torch, ``weights_only=True``) or from the ``.npz`` that ``python -m t2igan.metrics.inception
   convert`` writes from it (no torch needed afterwards).
   Input as pytorch-fid's ``InceptionV3``: RGB u8 → x = u/255 in [0, 1] → bilinear resize to 299
   (``F.interpolate(align_corners=False)``: TensorFlow's half-pixel bilinear, no antialias) → 2x − 1.
   Both steps are linear, so this is the bilinear resize of the [-1, 1] image (u/127.5 − 1) itself.
-  (An earlier pipeline ended in the 2015 graph's own (x − 128)/128, which matches neither pytorch-fid nor
-  the graph with its own resize: FIDs 3.5 % lower with random weights. Cached reference statistics carry
-  the pipeline in their name, and a stored ``.npz`` that names another pipeline is refused.)
+  Checked against pytorch-fid itself (``tests/test_fid_reference.py``).
+  ``tf-fid``, this protocol's former name, is read as ``pytorch-fid``. A protocol of the TF graph with
+  its *own* resize (TTUR's ``fid.py``) is not offered: that resize is TF1's legacy bilinear inside the
+  frozen graph, which TF 2's ops do not reproduce and which could not be checked here (no TF1); TTUR and
+  pytorch-fid are documented to agree closely, and the card names the pipeline used.
+* ``torchvision`` (family B): torchvision's ImageNet ``Inception3`` (``inception_v3_google-*.pth``), the
+  average-pooled Mixed_7c (2048-d), as DM-GAN's ``eval/FID`` and DF-GAN's FID (their ``.npz`` reference
+  statistics, e.g. ``bird_val256_FIDK0.npz``) use it, with their input transform: [0, 1] → bilinear
+  resize to 299 (half-pixel, as DF-GAN's ``F.interpolate``) → x·(σ_c/0.5) + (μ_c − 0.5)/0.5 with
+  ImageNet's μ, σ — the transform of pytorch-fid 802da39, written for [-1, 1] inputs and fed [0, 1] ones
+  (so each channel spans about [−0.03, 0.43], [−0.09, 0.36], [−0.19, 0.26]; kept, because their figures
+  were made so). DM-GAN resizes with PIL on u8 images instead, which differs by rounding. No logits: no IS.
 * ``keras-imagenet``: ``keras.applications.InceptionV3`` (ImageNet, 1000 classes) from a local ``.h5`` —
   not the FID network; its FID and IS are labelled "not comparable with papers".
+* Family C (StackGAN's CUB fine-tuned TF-slim Inception, RAT-GAN's FID) needs a checkpoint whose
+  download is restricted: not offered; IS with a user's fine-tuned classifier is ``--classifier``.
+
+Statistics files written here record their family; a file of one family is refused with another
+family's extractor. Files made elsewhere (DF-GAN's, DM-GAN's) record nothing: the card says so.
 
 The same builder gives torchvision's ``Inception3`` (``variant="torchvision"``): the same convolutions and
 names, but every average pool *includes* the padding (``avg_pool2d(3, 1, padding=1)``'s default
@@ -50,7 +67,7 @@ def missing_weights_message(extractor: str, path: str | None) -> str:
         return (where + f"torchvision's ImageNet Inception-v3 weights are never downloaded at run time. Download "
                 f"{TORCHVISION_WEIGHTS_URL} (the file AttnGAN's DAMSM starts from) and pass its path (reading a .pth "
                 "needs `pip install torch`, or convert it once: python -m t2igan.torch_weights convert PATH.pth OUT.npz).")
-    if extractor == "tf-fid":
+    if extractor in ("pytorch-fid", "tf-fid"):
         return (where + "The FID Inception weights are not bundled and never downloaded at run time. Download "
                 f"{FID_WEIGHTS_URL} (95.6 MB; by torch-hub convention its SHA-256 begins with 6726825d), then either "
                 "pass it as --inception_weights=PATH (reading a .pth needs `pip install torch`), or convert it once: "
@@ -172,7 +189,9 @@ class FidInception:
     takes torchvision's state dict (its ``AuxLogits.*`` and ``fc.*`` entries, if any, are left out).
     """
 
-    name = "tf-fid"
+    name = "pytorch-fid"
+    family = "A: the 2015 FID Inception (pool3)"
+    has_logits = True
     variant = "fid"
 
     def __init__(self, weights: str | None = None, variant: str = "fid", input_size: int = 299):
@@ -182,7 +201,7 @@ class FidInception:
         self.weights_path, self.weights_sha256 = weights, None
         if weights is not None:
             if not os.path.isfile(weights):
-                raise FileNotFoundError(missing_weights_message("tf-fid" if variant == "fid" else variant, weights))
+                raise FileNotFoundError(missing_weights_message("pytorch-fid" if variant == "fid" else variant, weights))
             self.load(read_state_dict(weights))
             self.weights_sha256 = sha256(weights)
 
@@ -266,13 +285,15 @@ class FidInception:
     def describe(self) -> str:
         weights = (f"{os.path.basename(self.weights_path)} sha256 {self.weights_sha256[:16]}" if self.weights_path
                    else "RANDOM weights (tests only)")
-        return f"tf-fid: FID Inception-v3 (2015-12-05 graph, pytorch-fid layout), pool3 2048-d, {weights}"
+        return f"pytorch-fid: FID Inception-v3 (family A, 2015-12-05 graph, pytorch-fid layout), pool3 2048-d, {weights}"
 
 
 class KerasInception(FidInception):
     """``keras.applications.InceptionV3`` with ImageNet weights from a local file: pool (2048) and logits."""
 
     name = "keras-imagenet"
+    family = "keras-imagenet: keras.applications' ImageNet Inception-v3 (no paper's)"
+    has_logits = True
     protocol_input = "[-1, 1] → bilinear resize to 299 (half-pixel, no antialias); RGB (Keras' own x/127.5 − 1)"
     pipeline_id = "keras"
 
@@ -301,12 +322,64 @@ class KerasInception(FidInception):
         return f"keras-imagenet: keras.applications.InceptionV3 ImageNet (NOT the FID network: not comparable with papers), {weights}"
 
 
+class TorchvisionFidInception(FidInception):
+    """Family B: torchvision's ImageNet Inception3, average-pooled Mixed_7c (2048-d), with DM-GAN's and
+    DF-GAN's input transform (module docstring). ``features(images)`` → (N, 2048); no logits (no IS)."""
+
+    name = "torchvision"
+    family = "B: torchvision's ImageNet Inception-v3 (avg-pooled Mixed_7c)"
+    has_logits = False
+    protocol_input = ("DF-GAN / DM-GAN (pytorch-fid 802da39): [-1, 1] → [0, 1] → bilinear resize to 299 (half-pixel, "
+                      "no antialias) → x·(σ_c/0.5) + (μ_c − 0.5)/0.5, ImageNet μ = (0.485, 0.456, 0.406), "
+                      "σ = (0.229, 0.224, 0.225); RGB")
+    pipeline_id = "torchvision-dfgan"
+    MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(self, weights: str | None = None):
+        if weights is not None and not os.path.isfile(weights):
+            raise FileNotFoundError(missing_weights_message("torchvision", weights))
+        super().__init__(weights, variant="torchvision", input_size=299)
+
+    @classmethod
+    def preprocess(cls, images):
+        import tensorflow as tf
+
+        unit = (tf.convert_to_tensor(images, tf.float32) + 1.0) / 2.0
+        unit = tf.image.resize(unit, (299, 299), method="bilinear", antialias=False)
+        scale = tf.constant([s / 0.5 for s in cls.STD], tf.float32)
+        shift = tf.constant([(m - 0.5) / 0.5 for m in cls.MEAN], tf.float32)
+        return unit * scale + shift
+
+    def _outputs(self, images):
+        import tensorflow as tf
+
+        _, mixed_7c = self._call(self.preprocess(images))
+        return tf.reduce_mean(mixed_7c, axis=[1, 2]), None
+
+    def logits(self, images) -> np.ndarray:
+        raise ValueError("The torchvision FID protocol has no classifier: no Inception Score with it.")
+
+    def describe(self) -> str:
+        weights = (f"{os.path.basename(self.weights_path)} sha256 {self.weights_sha256[:16]}" if self.weights_path
+                   else "RANDOM weights (tests only)")
+        return f"torchvision: ImageNet Inception-v3 (family B, DM-GAN's and DF-GAN's FID), avg-pooled Mixed_7c 2048-d, {weights}"
+
+
+#: The FID protocols by name (``--extractor`` of make eval, the ``fid_extractor`` setting of a run).
+PROTOCOLS = {"pytorch-fid": FidInception, "torchvision": TorchvisionFidInception, "keras-imagenet": KerasInception}
+FORMER_NAMES = {"tf-fid": "pytorch-fid"}  # config.json files of earlier runs say tf-fid
+
+
+def protocol_name(name: str) -> str:
+    """The protocol a name stands for (a former name is read as its protocol); unknown names refused."""
+    name = FORMER_NAMES.get(name, name)
+    if name not in PROTOCOLS:
+        raise ValueError(f"Unknown FID protocol {name!r}: choose {', '.join(PROTOCOLS)} (or oracle on shapes).")
+    return name
+
+
 def make_extractor(name: str, weights: str | None):
-    if name == "tf-fid":
-        return FidInception(weights)
-    if name == "keras-imagenet":
-        return KerasInception(weights)
-    raise ValueError(f"Unknown feature extractor {name!r}: choose tf-fid or keras-imagenet (or oracle on shapes).")
+    return PROTOCOLS[protocol_name(name)](weights)
 
 
 def _convert(argv):

@@ -326,3 +326,26 @@ def is_finite_number(value) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return True
+
+
+#: marks a run folder that holds an official released model (``make chapterN-import``), with its record
+IMPORTED = "imported.json"
+
+
+def refuse_imported_run(run_dir: str) -> None:
+    """An imported run holds a released model without its optimizer state (and, for some releases, without
+    its discriminators): for sample and eval, there is nothing to train, resume or pretrain."""
+    if os.path.exists(os.path.join(run_dir, IMPORTED)):
+        from t2igan.errors import UserError
+
+        raise UserError(f"{run_dir} holds an imported official model (for sample and eval), not a training run: "
+                        "train in another RUN_DIR.")
+
+
+def imported_record(run_dir: str) -> dict | None:
+    """The ``imported.json`` of a run folder (None for a trained run)."""
+    path = os.path.join(run_dir, IMPORTED)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)

@@ -33,6 +33,8 @@ flags.DEFINE_integer("epochs", None, "Override the profile's number of epochs.")
 flags.DEFINE_integer("seed", 0, "Random seed of the run (data order, initialisation, noise).")
 flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices and train with MirroredStrategy over them.")
 flags.DEFINE_enum("distribution", "auto", ["auto", "default", "mirrored", "multiworker"], "tf.distribute strategy (auto: TF_CONFIG → multi-worker, GPUs → mirrored, else one device).")
+flags.DEFINE_float("peer_timeout", 300, "Multi-worker: seconds to wait for every address of TF_CONFIG to answer "
+                   "before exiting with an error naming the ones that did not.")
 flags.DEFINE_bool("mixed_precision", False, "Train with mixed_float16 (GPUs).")
 flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_string("text", None, "Sampling: the caption to draw.")

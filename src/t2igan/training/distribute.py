@@ -16,7 +16,11 @@ from absl import logging
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
 
-def make_strategy(kind: str = "auto", cpu_replicas: int = 0) -> tf.distribute.Strategy:
+#: how long a worker waits for every peer of TF_CONFIG to answer before it gives up (``--peer_timeout``)
+PEER_TIMEOUT_S = 300
+
+
+def make_strategy(kind: str = "auto", cpu_replicas: int = 0, peer_timeout: float = PEER_TIMEOUT_S) -> tf.distribute.Strategy:
     """The strategy a run trains under.
 
     auto: MultiWorkerMirrored when ``TF_CONFIG`` names a cluster; Mirrored over
@@ -28,6 +32,7 @@ def make_strategy(kind: str = "auto", cpu_replicas: int = 0) -> tf.distribute.St
     if cpu_replicas < 0:
         raise ValueError(f"--cpu_replicas must be ≥ 0, got {cpu_replicas}.")
     if kind == "multiworker" or (kind == "auto" and _has_cluster()):
+        wait_for_peers(peer_timeout)  # a clear error instead of a hang on a wrong or unreachable cluster
         logging.info("Strategy: MultiWorkerMirroredStrategy from TF_CONFIG.")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if cpu_replicas > 1:
@@ -60,6 +65,78 @@ def _has_cluster() -> bool:
         return bool(json.loads(config).get("cluster"))
     except json.JSONDecodeError as error:
         raise ValueError(f"TF_CONFIG is not valid JSON: {error}") from error
+
+
+def cluster_task() -> tuple[dict[str, list[str]], str, int]:
+    """(cluster, this task's type, index) of ``TF_CONFIG``, checked: one sentence for what is wrong in it."""
+    from t2igan.errors import UserError
+
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise UserError("--distribution=multiworker needs TF_CONFIG (docs/distributed.md): set it on every machine.")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f"TF_CONFIG is not valid JSON ({error}): fix it on this machine (docs/distributed.md).") from None
+    cluster, task = config.get("cluster") if isinstance(config, dict) else None, (config or {}).get("task")
+    if not isinstance(cluster, dict) or not cluster or not all(isinstance(v, list) and v for v in cluster.values()):
+        raise UserError('TF_CONFIG has no "cluster" of job names to lists of "host:port": fix it on this machine.')
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise UserError('TF_CONFIG has no "task": {"type": …, "index": …} saying which worker this is: add it.')
+    kind, index = task["type"], task["index"]
+    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        jobs = ", ".join(f"{job} × {len(addresses)}" for job, addresses in cluster.items())
+        raise UserError(f"TF_CONFIG's task {json.dumps(task)} is not in its cluster ({jobs}): each machine's task "
+                        "must name its own entry, with index from 0.")
+    for job, addresses in cluster.items():
+        for address in addresses:
+            host, _, port = str(address).rpartition(":")
+            if not host or not port.isdigit():
+                raise UserError(f"TF_CONFIG's cluster entry {job}: {address!r} is not host:port.")
+    return cluster, kind, index
+
+
+def wait_for_peers(timeout: float) -> None:
+    """Every other address of TF_CONFIG accepts a TCP connection within ``timeout`` seconds, or a
+    :class:`UserError` naming TF_CONFIG and the addresses that did not. While it waits, this worker listens
+    on its own address, so that peers doing the same find it (TensorFlow's server takes the port after)."""
+    import socket
+    import time
+
+    from t2igan.errors import UserError
+
+    cluster, kind, index = cluster_task()
+    own = cluster[kind][index]
+    peers = [address for job in cluster.values() for address in job if address != own]
+    host, _, port = own.rpartition(":")
+    listener = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", int(port)))
+        listener.listen(64)
+    except OSError as error:
+        listener.close()
+        raise UserError(f"TF_CONFIG gives this worker the address {own}, but port {port} cannot be opened here ({error}): "
+                        "another process holds it, or the task index names another machine's entry.") from None
+    deadline, waiting = time.monotonic() + timeout, list(peers)
+    try:
+        while waiting:
+            for address in list(waiting):
+                peer_host, _, peer_port = address.rpartition(":")
+                try:
+                    with socket.create_connection((peer_host.strip("[]"), int(peer_port)), timeout=1.0):
+                        waiting.remove(address)
+                except OSError:
+                    pass
+            if waiting and time.monotonic() > deadline:
+                raise UserError(f"TF_CONFIG: {', '.join(waiting)} did not answer within {timeout:g} s (this worker is "
+                                f"{kind} {index}, {own}). Start the same command on every machine of the cluster, check "
+                                "the addresses and the firewall, or wait longer with --peer_timeout.")
+            if waiting:
+                time.sleep(0.5)
+        logging.info("TF_CONFIG: all %d peer(s) answered.", len(peers))
+    finally:
+        listener.close()
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

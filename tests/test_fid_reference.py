@@ -116,14 +116,16 @@ def test_a_folder_fid_equals_pytorch_fids_on_the_same_two_folders(tmp_path, monk
                                                    device="cpu", dims=2048, num_workers=0)
     ours = subprocess.run([sys.executable, "-m", "t2igan.evaluate_folders", f"--real={tmp_path / 'real'}",
                            f"--fake={tmp_path / 'fake'}", f"--inception_weights={tmp_path / 'fid.pth'}",
-                           "--no_inception_score", f"--output={tmp_path / 'ours.json'}"], cwd=ROOT, capture_output=True,
+                           "--noinception_score", f"--output={tmp_path / 'ours.json'}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=time_limit(600), env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")})
     assert ours.returncode == 0, ours.stderr[-3000:]
     report = json.loads((tmp_path / "ours.json").read_text())
     print(f"FID: pytorch-fid {expected!r}, ours {report['results']['fid']!r}")
     assert expected > 1.0  # two different folders
     assert report["results"]["fid"] == pytest.approx(expected, rel=1e-5)
-    assert "fid_warning" not in report["protocol"]  # full-rank covariances: no warning is due
+    # Random weights leave some pool3 directions without variance (measured: rank 1970 and 1971 of 2048 at
+    # 2,100 images): pytorch-fid gives its number with a LinAlgWarning only; the card says it.
+    assert "covariance is singular (rank" in report["protocol"]["fid_warning"]
 
 
 FOLDER_IMAGES = int(os.environ.get("T2IGAN_FID_FOLDER_IMAGES", "2100"))  # > 2,048: see the test's docstring

@@ -46,7 +46,7 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     from t2igan.training.distribute import make_strategy, worker_run_dir
     from t2igan.training.run import RunDirectory
 
-    strategy = make_strategy(options.distribution, options.cpu_replicas, options.peer_timeout)
+    strategy = make_strategy(options.distribution, options.cpu_replicas, getattr(options, "peer_timeout", 300))
     run_dir = run_dir or options.run_dir or default_run_dir(chapter_number(chapter), options.dataset, options.profile)
     run = RunDirectory(worker_run_dir(strategy, run_dir), chapter)
     config = resolve_config(profiles, options.profile, options.dataset, options.set, options.epochs, variant_settings)

@@ -23,6 +23,21 @@ pytorch_fid_inception = pytest.importorskip("pytorch_fid.inception")
 fid_score = pytest.importorskip("pytorch_fid.fid_score")
 
 
+def calibrate_batch_norms(network) -> None:
+    """γ, β random and the BatchNorm statistics measured on random images (one pass in training mode), so that
+    every layer sees inputs of unit scale and the features depend on the image (with unit statistics the
+    signal fades within a few blocks and any input pipeline gives the same features). Leaves eval mode."""
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+                module.reset_running_stats()
+                module.momentum = None  # a cumulative average: exactly this batch's statistics
+        network.train()(torch.rand(8, 3, 299, 299) * 2 - 1)
+    network.eval()
+
+
 def random_fid_inception(seed=0, live_features=False):
     """pytorch-fid's FID Inception (its classes), every weight and BatchNorm statistic random. ``live_features``:
     the BN shifts of the last block positive, so that no pool3 feature is a ReLU that is zero for every image
@@ -39,17 +54,8 @@ def random_fid_inception(seed=0, live_features=False):
     inception.Mixed_6e = m.FIDInceptionC(768, channels_7x7=192)
     inception.Mixed_7b = m.FIDInceptionE_1(1280)
     inception.Mixed_7c = m.FIDInceptionE_2(2048)
-    # BatchNorm statistics measured on random images (one pass in training mode), so that every layer sees
-    # inputs of unit scale and the features depend on the image (with unit statistics the signal fades
-    # within a few blocks and any input pipeline gives the same features); γ and β random.
-    batch_norms = [module for module in inception.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    calibrate_batch_norms(inception)
     with torch.no_grad():
-        for module in batch_norms:
-            module.weight.uniform_(0.5, 1.5)
-            module.bias.normal_(0.0, 0.1)
-            module.reset_running_stats()
-            module.momentum = None  # a cumulative average: exactly this batch's statistics
-        inception.train()(torch.rand(8, 3, 299, 299) * 2 - 1)
         if live_features:
             for module in inception.Mixed_7c.modules():
                 if isinstance(module, torch.nn.BatchNorm2d):
@@ -141,15 +147,7 @@ def test_the_torchvision_protocol_equals_dfgans_fid_pipeline(tmp_path):
 
     torch.manual_seed(3)
     network = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True, transform_input=False)
-    batch_norms = [module for module in network.modules() if isinstance(module, torch.nn.BatchNorm2d)]
-    with torch.no_grad():
-        for module in batch_norms:
-            module.weight.uniform_(0.5, 1.5)
-            module.bias.normal_(0.0, 0.1)
-            module.reset_running_stats()
-            module.momentum = None
-        network.train()(torch.rand(8, 3, 299, 299) * 2 - 1)
-    network.eval()
+    calibrate_batch_norms(network)
     torch.save(network.state_dict(), tmp_path / "inception_v3_google.pth")  # with AuxLogits and fc, as the download
 
     rng = np.random.default_rng(4)

@@ -65,7 +65,9 @@ if os.path.exists(args.init):
 else:
     np.savez(args.init, **{f"{name}/{i}": w for name, network in networks.items() for i, w in enumerate(network.get_weights())})
 
-history = gan.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0)
+from t2igan.training.loop import train  # noqa: E402  (the loop every chapter trains with)
+
+history = train(gan, dataset, epochs=1, steps_per_epoch=1, verbose=0)
 np.savez(args.out, **{f"{name}/{i}": w for name, network in networks.items() for i, w in enumerate(network.get_weights())},
          **{f"log/{k}": np.array(v[-1]) for k, v in history.history.items()})
 print("replicas", strategy.num_replicas_in_sync, "ok")

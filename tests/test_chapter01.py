@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, run_chapter, smoke_args as common, time_limit
+from conftest import ROOT, run_chapter, smoke_args as common
 
 from chapters.ch1_gan_int_cls import profiles
 
@@ -173,41 +173,3 @@ def test_birds_mini_trains_and_reports_missing_images(shared_data, workspace):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Missing images" in result.stdout and "train 60" in result.stdout and "test 2724" in result.stdout
     assert "1 replica(s)" in result.stderr
-
-
-def _free_ports(count):
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "Known upstream limitation: Keras 3 Model.fit fails under MultiWorkerMirroredStrategy with "
-    "'Attempt to convert a value (PerReplica…)' (keras-team/keras#20585, tensorflow/tensorflow#72388). "
-    "Strict: this test starts failing the suite the day it passes, so the README can be updated."))
-def test_two_workers_train_with_multiworker_strategy(smoke_run, workspace):
-    """Two local processes with TF_CONFIG: MultiWorkerMirroredStrategy; the chief owns the run folder."""
-    run_dir = workspace / "multiworker"
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    processes = []
-    for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen([sys.executable, "-m", f"chapters.{CHAPTER}", "train", *common(workspace, run_dir)],
-                                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outputs = [process.communicate(timeout=time_limit(300)) for process in processes]
-    finally:
-        for process in processes:
-            process.kill()
-    for process, (_, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr[-3000:]
-    assert "MultiWorkerMirroredStrategy" in outputs[0][1] and "2 replica(s)" in outputs[0][1]
-    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith("ckpt-2")
-    assert tf.train.latest_checkpoint(str(run_dir / "workers" / "worker-1" / "checkpoints")).endswith("ckpt-2")

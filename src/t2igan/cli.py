@@ -89,8 +89,6 @@ def run_commands(commands: dict[str, Callable[[types.SimpleNamespace], None]], u
                      if argv[1] == "train" else ""), file=sys.stderr)
             sys.exit(130)
         except (ValueError, FileNotFoundError, RuntimeError, OSError, pickle.UnpicklingError) as error:
-            from t2igan.training.run import NonFiniteLossError
-
             if values.traceback:
                 raise
             if _is_disk_full(error):
@@ -99,7 +97,7 @@ def run_commands(commands: dict[str, Callable[[types.SimpleNamespace], None]], u
             if not _is_user_error(error):
                 raise
             print(f"error: {error}", file=sys.stderr)
-            sys.exit(3 if isinstance(error, NonFiniteLossError) else 2)
+            sys.exit(_exit_code(error))
         except Exception as error:  # TensorFlow's own errors: a full disk is the user's to fix, the rest is ours
             if values.traceback or not _is_disk_full(error):
                 raise
@@ -110,12 +108,25 @@ def run_commands(commands: dict[str, Callable[[types.SimpleNamespace], None]], u
     app.run(main)
 
 
+def _exit_code(error: Exception) -> int:
+    """2: the user's to fix; 3: training stopped at a NaN (the last good checkpoint kept); 4: a worker of the
+    cluster was lost (start the same command again on every machine)."""
+    from t2igan.training.distribute import PEER_LOST_EXIT_CODE, PeerLostError
+    from t2igan.training.run import NonFiniteLossError
+
+    if isinstance(error, NonFiniteLossError):
+        return 3
+    return PEER_LOST_EXIT_CODE if isinstance(error, PeerLostError) else 2
+
+
 def _is_user_error(error: Exception) -> bool:
     """Errors whose message we wrote for the user; anything from TensorFlow's internals keeps its traceback.
     (Refused or corrupt pickles come from ``t2igan.data.safe_pickle``, whose messages name the file.)"""
     from t2igan.training.run import NonFiniteLossError
 
-    return (isinstance(error, (UserError, FileNotFoundError, NonFiniteLossError, pickle.UnpicklingError))
+    from t2igan.training.distribute import PeerLostError
+
+    return (isinstance(error, (UserError, FileNotFoundError, NonFiniteLossError, PeerLostError, pickle.UnpicklingError))
             or type(error) is ValueError)
 
 

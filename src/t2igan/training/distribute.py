@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -148,13 +149,93 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
 
 
-def worker_run_dir(strategy: tf.distribute.Strategy, run_dir: str) -> str:
-    """The chief writes the run folder; every other worker writes its own copy below it.
+#: what a worker other than the chief copies of the run folder into its scratch folder: all but what only the
+#: chief writes (TensorBoard, samples, metrics.json) and the checkpoints, of which it takes the latest only
+NOT_COPIED = ("logs", "samples", "workers", "checkpoints", "metrics.json", ".lock")
 
-    Under MultiWorkerMirroredStrategy every worker must take part in saving
-    (reading mirrored variables is collective), but only one may own the files.
+
+def worker_run_dir(strategy: tf.distribute.Strategy, run_dir: str) -> str:
+    """The folder this process writes: the run folder for the chief (worker 0), a scratch copy for every
+    other worker, removed when it ends.
+
+    Under MultiWorkerMirroredStrategy every worker takes part in everything collective (the steps and the
+    checkpoint saves), but only the chief may own the files. A worker starts from a copy of the run folder as
+    the chief sees it (its settings, pretrained encoders and latest complete checkpoint), so the run folder
+    must be on a file system every worker reads, as for ``BackupAndRestore``; it writes its own saves, logs
+    and samples into the copy, and nothing into the run folder. :func:`barrier` after the copy keeps the
+    chief from writing before every worker has read.
     """
     if is_chief(strategy):
         return run_dir
+    import atexit
+    import shutil
+    import tempfile
+
     resolver = strategy.cluster_resolver
-    return os.path.join(run_dir, "workers", f"{resolver.task_type}-{resolver.task_id}")
+    scratch = tempfile.mkdtemp(prefix=f"t2igan-{resolver.task_type}-{resolver.task_id}-")
+    atexit.register(shutil.rmtree, scratch, True)
+    if os.path.isdir(run_dir):
+        shutil.copytree(run_dir, scratch, dirs_exist_ok=True, ignore=lambda folder, names: [
+            name for name in names if folder == run_dir and name in NOT_COPIED])
+        _copy_latest_checkpoint(os.path.join(run_dir, "checkpoints"), os.path.join(scratch, "checkpoints"))
+    logging.info("Worker %s %d: the chief (worker 0) writes %s; this worker's files go to %s (removed at exit).",
+                 resolver.task_type, resolver.task_id, run_dir, scratch)
+    return scratch
+
+
+def _copy_latest_checkpoint(source: str, target: str) -> None:
+    import glob
+    import shutil
+
+    latest = tf.train.latest_checkpoint(source)
+    if latest is None:
+        return
+    os.makedirs(target, exist_ok=True)
+    for path in glob.glob(glob.escape(latest) + ".*"):
+        shutil.copy2(path, target)
+    name = os.path.basename(latest)
+    with open(os.path.join(target, "checkpoint"), "w", encoding="utf-8") as file:
+        file.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+
+
+class PeerLostError(RuntimeError):
+    """Another worker of the cluster stopped answering: the command is to be started again on every machine."""
+
+
+#: the exit code of a worker whose peer was lost (a job scheduler may requeue on it)
+PEER_LOST_EXIT_CODE = 4
+
+
+def is_multiworker(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Every worker waits here until all have arrived (one all-reduce); nothing on one process."""
+    if is_multiworker(strategy):
+        _all_mean(strategy, 0.0)
+
+
+def _all_mean(strategy: tf.distribute.Strategy, value: float) -> np.ndarray:
+    @tf.function
+    def mean():
+        per_replica = strategy.run(lambda: tf.constant([value, value * value], tf.float64))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+    return mean().numpy()
+
+
+def check_same_epoch(strategy: tf.distribute.Strategy, epoch: int, run_dir: str) -> None:
+    """Every worker restored the same checkpoint: a run folder that another worker does not see (no shared
+    file system) would make it start over while the chief resumes. The mean of the epochs and of their
+    squares agree with this worker's epoch on every worker only when all are equal, so either every worker
+    goes on or every worker stops with this sentence."""
+    if not is_multiworker(strategy):
+        return
+    mean, mean_square = _all_mean(strategy, float(epoch))
+    if mean != epoch or mean_square != epoch * epoch:
+        from t2igan.errors import UserError
+
+        raise UserError(f"The workers of TF_CONFIG resumed from different epochs (this one {epoch}, the mean "
+                        f"{mean:g}): {run_dir} must be one folder that every worker reads (a shared file system, as "
+                        "docs/distributed.md says), not a folder of each machine's own.")

@@ -43,12 +43,13 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     thrown away, so that a setting they cannot take fails now, not after minutes of pretraining. Returns
     ``(strategy, run, config)``.
     """
-    from t2igan.training.distribute import make_strategy, worker_run_dir
+    from t2igan.training.distribute import barrier, make_strategy, worker_run_dir
     from t2igan.training.run import RunDirectory
 
     strategy = make_strategy(options.distribution, options.cpu_replicas, getattr(options, "peer_timeout", 300))
     run_dir = run_dir or options.run_dir or default_run_dir(chapter_number(chapter), options.dataset, options.profile)
-    run = RunDirectory(worker_run_dir(strategy, run_dir), chapter)
+    run = RunDirectory(worker_run_dir(strategy, run_dir), chapter)  # the chief's: run_dir; another worker's: a copy
+    barrier(strategy)  # every worker has copied the run folder before the chief writes to it
     config = resolve_config(profiles, options.profile, options.dataset, options.set, options.epochs, variant_settings)
     config["seed"] = options.seed
     # Where the data came from, so that sample/eval find it again without the flags.
@@ -204,8 +205,14 @@ def build_for_training(strategy, run, config: dict, build: Callable, steps_per_d
 
     Returns ``(gan, optimizers, checkpointer, initial_epoch)``; ``folder`` overrides ``run.checkpoints``.
     """
+    from t2igan.training.distribute import check_same_epoch
     from t2igan.training.run import Checkpointer
 
+    import keras
+
+    # The initial weights follow from the seed alone, not from what ran before (a pretraining, a text encoder
+    # loaded or built in the strategy's scope draws differently under 1 and N replicas).
+    keras.utils.set_random_seed(config["seed"])
     with strategy.scope():
         gan = build()
         optimizers = {name: adam(config, steps_per_data_epoch, config[f"learning_rate_{name}"], mixed_precision)
@@ -218,6 +225,7 @@ def build_for_training(strategy, run, config: dict, build: Callable, steps_per_d
         objects["ema_generator"] = gan.ema_generator
     checkpointer = Checkpointer(folder or run.checkpoints, max_to_keep=config["checkpoint_keep"], **objects)
     initial_epoch = checkpointer.restore()
+    check_same_epoch(strategy, initial_epoch, run.path)
     commit_config(run)  # the networks are built and the checkpoint (if any) fits them
     return gan, optimizers, checkpointer, initial_epoch
 
@@ -291,9 +299,19 @@ def metrics_callback(config: dict, index, data_root: str, generate: Callable, no
     return PeriodicMetrics(measure, writer, every)
 
 
+def check_global_batch(batch_size: int, strategy) -> None:
+    """The global batch splits evenly over the replicas (each takes ``batch_size / replicas`` examples)."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise UserError(f"batch_size={batch_size} (the global batch) does not split over {replicas} replicas: use "
+                        f"--set batch_size={max(replicas, batch_size // replicas * replicas)} or another multiple of "
+                        f"{replicas}.")
+
+
 def fit(gan, dataset, run, config: dict, strategy, callbacks: TrainingCallbacks, *, steps_per_epoch: int,
         initial_epoch: int, timer, title: str) -> None:
-    """``gan.fit`` with ``callbacks``; raises the NaN guard's error; records the summary in metrics.json."""
+    """The GAN trained with ``callbacks`` by :func:`t2igan.training.loop.train` (``fit``'s loop, under any
+    strategy); raises the NaN guard's error; records the summary in metrics.json."""
     from t2igan.cli import fit_verbosity
 
     metrics = next((c for c in callbacks if type(c).__name__ == "PeriodicMetrics"), None)
@@ -301,13 +319,15 @@ def fit(gan, dataset, run, config: dict, strategy, callbacks: TrainingCallbacks,
                  initial_epoch, config["epochs"], steps_per_epoch, config["batch_size"], strategy.num_replicas_in_sync)
     from t2igan.training.callbacks import ProgressLine
 
+    from t2igan.training.loop import train
     from t2igan.training.run import NonFiniteLossError
 
+    check_global_batch(config["batch_size"], strategy)
     verbosity = fit_verbosity()
     progress = [ProgressLine(config["epochs"], steps_per_epoch)] if verbosity == 2 else []  # no terminal: no bar
     try:
-        history = gan.fit(dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
-                          callbacks=list(callbacks) + progress, verbose=verbosity, shuffle=False)  # the pipeline shuffles
+        history = train(gan, dataset, epochs=config["epochs"], initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                        callbacks=list(callbacks) + progress, verbose=verbosity)
         if callbacks.nan_guard.error is not None:
             raise callbacks.nan_guard.error
     except NonFiniteLossError:

@@ -15,6 +15,9 @@ from typing import Callable
 
 import keras
 import tensorflow as tf
+from absl import logging
+
+from t2igan.training.loop import train
 
 
 def reset_optimizer_state(optimizer) -> None:
@@ -59,12 +62,18 @@ def pretrain_encoders(strategy, build: Callable[[], keras.Model], optimizer: Cal
                       epoch_learning_rate: Callable[[int], float] | None = None, reset_optimizer_each_epoch: bool = False,
                       keep_best: Callable[[keras.Model], Callable[[], None]] | None = None,
                       callbacks: Callable[[keras.Model], list] | None = None):
-    """Build, compile and fit the pretraining model; TensorBoard in ``log_dir``.
+    """Build and compile the pretraining model and train it (:func:`t2igan.training.loop.train`, ``fit``'s loop
+    under any strategy); TensorBoard in ``log_dir``.
 
     ``keep_best(model)`` returns the function that saves the model's encoders; it runs after each epoch
     whose held-out caption → image top-1 is the best so far. ``callbacks(model)`` adds a chapter's own
     (after the schedule and the keep-best rule). Returns ``(model, history, KeepBest or None)``.
     """
+    if strategy.num_replicas_in_sync > 1:
+        logging.warning("Pretraining on %d replicas: the matching loss compares the captions and images within each "
+                        "replica's share of a batch, not the whole batch, so it differs from a one-device pretraining "
+                        "(pretrain on one device with make chapterN-pretrain to keep the two equal).",
+                        strategy.num_replicas_in_sync)
     with strategy.scope():
         model = build()
         model.compile(optimizer=optimizer())
@@ -77,6 +86,6 @@ def pretrain_encoders(strategy, build: Callable[[], keras.Model], optimizer: Cal
     every_epoch += [best] if best is not None else []
     every_epoch += list(callbacks(model)) if callbacks is not None else []
     every_epoch.append(keras.callbacks.TensorBoard(os.path.join(log_dir), write_graph=False))
-    history = model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=validation,
-                        callbacks=every_epoch, verbose=verbose, shuffle=False)  # the pipeline shuffles
+    history = train(model, dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=validation,
+                    callbacks=every_epoch, verbose=verbose)
     return model, history, best

@@ -77,8 +77,12 @@ def run_commands(commands: dict[str, Callable[[types.SimpleNamespace], None]], u
                 raise
             # an assignment copy: the command needs a task the student has not written yet. Keras wraps the
             # message in its own (bold, with the call's arguments): keep the stub's sentence only.
+            # A step traced by tf.function also quotes the stub's source line (raise NotImplementedError("…")):
+            # the sentence is the part from the marker to its closing quote.
             sentence = next(line for line in str(error).splitlines() if TODO in line)
             sentence = re.sub(r"\x1b\[[0-9;]*m", "", sentence).strip()
+            sentence = sentence[sentence.index(TODO):]
+            sentence = re.sub(r"""["']\)\s*$""", "", sentence)
             print(f"error: {sentence} (--traceback shows the call that needed it.)", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:

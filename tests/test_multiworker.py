@@ -15,10 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from conftest import ROOT, run_chapter, smoke_args, time_limit
@@ -180,14 +180,16 @@ def test_a_killed_worker_costs_nothing_once_both_are_started_again(workspace):
     while time.monotonic() < deadline and processes[1].poll() is None and latest_epoch(run_dir / "checkpoints") < 2:
         time.sleep(0.2)
     assert processes[1].poll() is None, "training ended before it could be killed"
-    os.kill(processes[1].pid, signal.SIGKILL)
+    killed_pid = processes[1].pid
+    os.kill(killed_pid, signal.SIGKILL)
     (code, stderr), _ = finish(processes, 120)
     killed_at = latest_epoch(run_dir / "checkpoints")
     assert 2 <= killed_at < epochs
     assert code == 4 and "Traceback" not in stderr, stderr[-3000:]  # 4: a peer was lost (a scheduler may requeue)
     assert "TF_CONFIG" in stderr.strip().splitlines()[-1] and "start the same command" in stderr.lower()
 
-    outcomes = finish(start_workers(CHAPTER_1, args), 300)
+    restarted = start_workers(CHAPTER_1, args)
+    outcomes = finish(restarted, 300)
     for code, stderr in outcomes:
         assert code == 0, stderr[-3000:]
     assert f"(epoch {killed_at})" in outcomes[0][1] and f"(epoch {killed_at})" in outcomes[1][1]
@@ -195,3 +197,6 @@ def test_a_killed_worker_costs_nothing_once_both_are_started_again(workspace):
     steps = json.loads((run_dir / "metrics.json").read_text())["train"]["steps"]
     assert steps == epochs * 2  # smoke: 2 steps per epoch; none lost, none counted twice
     assert not glob.glob(str(run_dir / "checkpoints" / "*_temp*"))
+    # the killed worker's scratch copy was removed when its successor started, and the successors' at their exit
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f"t2igan-worker-1-pid{killed_pid}-*"))
+    assert not any(glob.glob(os.path.join(tempfile.gettempdir(), f"t2igan-worker-*-pid{p.pid}-*")) for p in restarted)

@@ -172,7 +172,8 @@ def worker_run_dir(strategy: tf.distribute.Strategy, run_dir: str) -> str:
     import tempfile
 
     resolver = strategy.cluster_resolver
-    scratch = tempfile.mkdtemp(prefix=f"t2igan-{resolver.task_type}-{resolver.task_id}-")
+    remove_stale_scratch(tempfile.gettempdir())
+    scratch = tempfile.mkdtemp(prefix=f"t2igan-{resolver.task_type}-{resolver.task_id}-pid{os.getpid()}-")
     atexit.register(shutil.rmtree, scratch, True)
     if os.path.isdir(run_dir):
         shutil.copytree(run_dir, scratch, dirs_exist_ok=True, ignore=lambda folder, names: [
@@ -181,6 +182,24 @@ def worker_run_dir(strategy: tf.distribute.Strategy, run_dir: str) -> str:
     logging.info("Worker %s %d: the chief (worker 0) writes %s; this worker's files go to %s (removed at exit).",
                  resolver.task_type, resolver.task_id, run_dir, scratch)
     return scratch
+
+
+def remove_stale_scratch(folder: str) -> list[str]:
+    """The scratch folders of workers that are gone (``kill -9`` leaves them; an ended worker removes its own);
+    returns what was removed."""
+    import glob
+    import re
+    import shutil
+
+    from t2igan.training.run import _process_alive
+
+    removed = []
+    for path in glob.glob(os.path.join(glob.escape(folder), "t2igan-*-pid*-*")):
+        found = re.search(r"-pid(\d+)-[^-]*$", path)
+        if found and not _process_alive(int(found[1])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _copy_latest_checkpoint(source: str, target: str) -> None:

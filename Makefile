@@ -208,7 +208,7 @@ eval: install
 	$(PY) -m t2igan.evaluate_folders $(if $(RUN_DIR),--run=$(RUN_DIR),--real="$(REAL)" --fake="$(FAKE)") $(if $(EXTRACTOR),--extractor=$(EXTRACTOR)) $(if $(WEIGHTS),--inception_weights="$(WEIGHTS)") $(ARGS)
 
 # Test modules run in parallel processes (pytest-xdist), one module per worker so module
-# fixtures (a smoke run shared by several tests) are built once (8m20s on 2 cores). At least 3 workers: the tests
+# fixtures (a smoke run shared by several tests) are built once (27 min on a 2-core CPU without AVX-512, README). At least 3 workers: the tests
 # spend much of their time in single-threaded start-up and tracing, so 3 keep 2 cores busy.
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(3, os.cpu_count() or 1))")
 test: install

@@ -110,3 +110,16 @@ def ratgan_synthetic_release(generator, discriminator=None, seed=0):
     d_entries, d_unused = official.ratgan_discriminator_entries(discriminator)
     return state, {key: rng.standard_normal(shape).astype(np.float32)
                    for key, shape in {**official.expected_shapes(d_entries), **d_unused}.items()}
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports of 127.0.0.1 that were free a moment ago (for TF_CONFIG in tests)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for each in sockets:
+        each.bind(("127.0.0.1", 0))
+    ports = [each.getsockname()[1] for each in sockets]
+    for each in sockets:
+        each.close()
+    return ports

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from conftest import ROOT, time_limit
+from conftest import ROOT, free_ports, time_limit
 
 WORKER = os.path.join(ROOT, "tests", "replica_parity_worker.py")
 
@@ -31,14 +31,6 @@ def test_one_and_two_replicas_give_the_same_weights_after_a_step(tmp_path):
         np.testing.assert_allclose(two[key], one[key], atol=1e-5, err_msg=key)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_wrong_or_unreachable_tf_config_fails_in_the_stated_time_with_one_sentence(tmp_path):
     """Issue 19, must-show 3: a worker whose peer never starts exits after --peer_timeout (here 3 s) with an
     error naming TF_CONFIG and the address that did not answer, not a hang; a task that is not in its own
@@ -48,7 +40,7 @@ def test_a_wrong_or_unreachable_tf_config_fails_in_the_stated_time_with_one_sent
 
     from conftest import run_chapter
 
-    own, absent = _free_port(), _free_port()
+    own, absent = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{own}", f"127.0.0.1:{absent}"]}
     args = ["train", "--profile=smoke", f"--run_dir={tmp_path / 'run'}", f"--data_root={tmp_path / 'data'}",
             "--peer_timeout=3"]

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from conftest import ROOT, run_chapter, smoke_args, time_limit
+from conftest import ROOT, free_ports, run_chapter, smoke_args, time_limit
 
 #: Two workers and one process with the same two replicas (``--cpu_replicas=2``) run the same computation, so
 #: every tensor of their checkpoints agrees to float32 rounding (measured: chapter 1 bit for bit, chapter 4
@@ -33,16 +32,6 @@ SAME_REPLICAS_TOLERANCE = 1e-5
 #: not compared: Adam moves a weight whose gradient is float noise (a bias before BatchNorm) by ±lr each step
 #: whatever the noise, so weights differ by up to 2 × lr × steps in any pair of runs, right or wrong.
 FIRST_STEP_TOLERANCE, LATER_STEPS_RELATIVE = 1e-5, 1e-3
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for each in sockets:
-        each.bind(("127.0.0.1", 0))
-    ports = [each.getsockname()[1] for each in sockets]
-    for each in sockets:
-        each.close()
-    return ports
 
 
 def start_workers(chapter: str, args: list[str], count: int = 2) -> list[subprocess.Popen]:

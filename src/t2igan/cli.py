@@ -77,7 +77,7 @@ def run_commands(commands: dict[str, Callable[[types.SimpleNamespace], None]], u
                 raise
             # an assignment copy: the command needs a task the student has not written yet. Keras wraps the
             # message in its own (bold, with the call's arguments): keep the stub's sentence only.
-            # A step traced by tf.function also quotes the stub's source line (raise NotImplementedError("…")):
+            # A step traced by tf.function also quotes the stub's source line (the raise statement itself):
             # the sentence is the part from the marker to its closing quote.
             sentence = next(line for line in str(error).splitlines() if TODO in line)
             sentence = re.sub(r"\x1b\[[0-9;]*m", "", sentence).strip()

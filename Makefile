@@ -38,7 +38,7 @@ ATTN    ?= 0
 # A variable given on the command line that no target reads (a typo such as TXET=) is an error, not a default.
 KNOWN_VARIABLES = PYTHON VENV GPU DATASET PROFILE RUN_DIR ARGS TEXT N SEED REAL FAKE EXTRACTOR WEIGHTS VARIANT \
                   SCORE_RUN BENCHMARK_PROFILE ATTN CHAPTER TASKS OUT STUDENT RESULTS LOGDIR GENERATOR TEXT_ENCODER \
-                  IMAGE_ENCODER DAMSM_DIR TEST_WORKERS CHECKPOINT DISCRIMINATOR
+                  IMAGE_ENCODER DAMSM_DIR TEST_WORKERS CHECKPOINT DISCRIMINATOR BENCHMARK_STEPS
 UNKNOWN_VARIABLES := $(filter-out $(KNOWN_VARIABLES),$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 ifneq ($(strip $(UNKNOWN_VARIABLES)),)
 $(error $(UNKNOWN_VARIABLES): not a variable of this Makefile (a typo?); the variables are $(KNOWN_VARIABLES))
@@ -46,7 +46,7 @@ endif
 
 COMMON = --dataset=$(DATASET) --profile=$(PROFILE) $(if $(RUN_DIR),--run_dir=$(RUN_DIR))
 
-.PHONY: help install test tensorboard clean eval \
+.PHONY: help install test test-slow test-all tensorboard clean eval benchmark \
         chapter1-pretrain chapter1-train chapter1-sample chapter1-eval chapter1-check \
         chapter2-pretrain chapter2-train chapter2-sample chapter2-eval chapter2-check \
         chapter3-pretrain chapter3-train chapter3-sample chapter3-eval chapter3-check \
@@ -67,6 +67,7 @@ help:
 	@echo "make chapter4-train   [VARIANT=ratgan|dfgan] and chapter4-{pretrain,sample,eval,check}: RAT-GAN / DF-GAN on DAMSM"
 	@echo "make chapter5-train   [VARIANT=dfgan|attngan] and chapter5-{pretrain,sample,eval,check}: VLMGAN (VLM losses on AttnGAN / DF-GAN)"
 	@echo "make chapter5-vlms SCORE_RUN=runs/ch4-...  (VLMS, oracle, R-precision of a chapter 3/4 run under this run's VLM)"
+	@echo "make benchmark        [PROFILE=course] [BENCHMARK_STEPS=30]  (every chapter's step: FLOPs, ms/step, bare tf.function loop, CPU peak)"
 	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8)"
 	@echo "make chapter4-import  VARIANT=dfgan DATASET=birds PROFILE=paper CHECKPOINT=state_epoch_NNN.pth ARGS=\"--set damsm_dir=folder\"  (DF-GAN's release, for sample/eval)"
 	@echo "make chapter4-import  VARIANT=ratgan DATASET=birds PROFILE=paper CHECKPOINT=netG_NNN.pth [DISCRIMINATOR=netD_NNN.pth] ARGS=\"--set damsm_dir=folder\"  (RAT-GAN's)"
@@ -75,7 +76,8 @@ help:
 	@echo "make grade CHAPTER=N STUDENT=folder|file [RESULTS=results.json]  (the autograder; last line: score: X / Y)"
 	@echo "make assignment-tasks CHAPTER=N  (the tasks, their checks and points)   make assignment-mutations CHAPTER=N  (plant every listed mistake, grade it)"
 	@echo "make tensorboard      [RUN_DIR=...|LOGDIR=...]  (TensorBoard on one run, or on runs/)"
-	@echo "make test             (every test; < 10 min on 2 CPU cores)"
+	@echo "make test             (every test but the slow end-to-end ones: ≤ 10 min on 2 CPU cores)"
+	@echo "make test-slow        (the slow ones: birds on 2 replicas, multi-worker, killed runs)   make test-all  (both: CI)"
 	@echo "make install [GPU=1]  (GPU=1: tensorflow[and-cuda])"
 
 # ---------------------------------------------------------------- environment
@@ -91,6 +93,26 @@ install: $(VENV)/.installed
 ifeq ($(GPU),1)
 	$(PY) -m pip install --quiet "tensorflow[and-cuda]==2.21.*"
 endif
+
+# ---------------------------------------------------------------- step benchmark
+# Every chapter's default variant(s), built as `train` builds them, with `--benchmark_steps`: t2igan/training/
+# benchmark.py. The encoders are pretrained for one step only (the GAN step's arithmetic does not depend on
+# their weights); the run folders under runs/benchmark are the benchmark's own and are replaced each time.
+BENCHMARK_STEPS ?= 30
+BENCHMARK = train --dataset=$(DATASET) --profile=$(PROFILE) --time_steps=$(BENCHMARK_STEPS) --distribution=default
+ONE_STEP_TEXT_ENCODER = --set pretrain_epochs=1 --set pretrain_steps_per_epoch=1
+ONE_STEP_DAMSM = --set damsm_epochs=1 --set damsm_steps_per_epoch=1
+BENCHMARK_DIR = runs/benchmark/$(DATASET)-$(PROFILE)
+benchmark: install
+	rm -rf $(BENCHMARK_DIR)
+	$(PY) -m chapters.$(CHAPTER_1) $(BENCHMARK) --run_dir=$(BENCHMARK_DIR)/ch1 $(ONE_STEP_TEXT_ENCODER) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_2) $(BENCHMARK) --run_dir=$(BENCHMARK_DIR)/ch2-v2 --variant=v2 $(ONE_STEP_TEXT_ENCODER) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_3) $(BENCHMARK) --run_dir=$(BENCHMARK_DIR)/ch3 $(ONE_STEP_DAMSM) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_4) $(BENCHMARK) --run_dir=$(BENCHMARK_DIR)/ch4-ratgan --variant=ratgan $(ONE_STEP_DAMSM) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_4) $(BENCHMARK) --run_dir=$(BENCHMARK_DIR)/ch4-dfgan --variant=dfgan $(ONE_STEP_DAMSM) $(ARGS)
+	$(PY) -m chapters.$(CHAPTER_5) $(BENCHMARK) --run_dir=$(BENCHMARK_DIR)/ch5-dfgan --variant=dfgan $(ONE_STEP_DAMSM) \
+	    --set vlm_epochs=1 --set vlm_steps_per_epoch=1 $(ARGS)
+	$(PY) -m t2igan.training.benchmark $(BENCHMARK_DIR)
 
 # ---------------------------------------------------------------- chapter 1: GAN-INT-CLS
 chapter1-pretrain: install
@@ -211,8 +233,16 @@ eval: install
 # fixtures (a smoke run shared by several tests) are built once (27 min on a 2-core CPU without AVX-512, README). At least 3 workers: the tests
 # spend much of their time in single-threaded start-up and tracing, so 3 keep 2 cores busy.
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(3, os.cpu_count() or 1))")
+# `make test`: every test but the `slow` ones, the everyday suite (≤ 10 min on 2 cores). `make test-slow`: the
+# long end-to-end runs (real birds data on 2 replicas, multi-worker clusters, killed and NaN runs, the
+# variants beside each chapter's default). `make test-all` (CI, .ci/run): both in one session.
+PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15 tests
+	$(PYTEST) -m "not slow" tests
+test-slow: install
+	$(PYTEST) -m slow tests
+test-all: install
+	$(PYTEST) tests
 
 clean:
 	rm -rf runs

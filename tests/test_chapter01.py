@@ -127,6 +127,7 @@ def test_missing_data_folder_and_run_folder_of_another_chapter(workspace):
     assert result.returncode == 2 and "belongs to 'ch2_stackgan'" in result.stderr
 
 
+@pytest.mark.slow
 def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(smoke_run, workspace):
     run_dir = workspace / "nan"
     first = run_chapter(CHAPTER, "train", *common(workspace, run_dir), "--epochs=1")
@@ -142,6 +143,7 @@ def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(smoke_run, w
     assert (run_dir / "config.json").read_text() == config_before
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_the_last_checkpoint(workspace):
     run_dir = workspace / "killed"
     args = [sys.executable, "-m", f"chapters.{CHAPTER}", "train", *common(workspace, run_dir), "--epochs=40"]

@@ -45,6 +45,7 @@ def test_v2_sample_and_eval(v2_run, workspace):
     assert 0.0 <= results["oracle_accuracy/shape"] <= 1.0 and results["oracle_fid"] >= 0.0
 
 
+@pytest.mark.slow
 def test_v1_smoke_trains_stage_one_then_stage_two_and_evaluates(workspace):
     run_dir = workspace / "v1"
     result = run_chapter(CHAPTER, "train", *common(workspace, run_dir, "--variant=v1"))
@@ -67,6 +68,7 @@ def test_v1_smoke_trains_stage_one_then_stage_two_and_evaluates(workspace):
 
 
 # StackGAN-v1 is trained on shapes above (stage I, then II); on real data the v2 run on 2 replicas stands for both
+@pytest.mark.slow
 @pytest.mark.parametrize("variant, replicas", [("v2", 2)])
 def test_birds_mini_smoke_runs(shared_data, workspace, variant, replicas):
     result = run_chapter(CHAPTER, "train", "--profile=smoke", "--dataset=birds", f"--data_dir={shared_data}/birds-mini",

@@ -57,6 +57,7 @@ def test_sample_with_attention_maps_and_eval(smoke_run, workspace):
     assert "oracle_accuracy/shape" in json.loads((smoke_run / "metrics.json").read_text())["eval"]["results"]
 
 
+@pytest.mark.slow
 def test_birds_mini_with_the_official_vocabulary_on_two_replicas(shared_data, workspace):
     run_dir = workspace / "birds"
     result = run_chapter(CHAPTER, "train", "--profile=smoke", "--dataset=birds", f"--data_dir={shared_data}/birds-mini",

@@ -41,6 +41,7 @@ def test_ratgan_sample_with_attention_and_eval(ratgan_run, workspace):
     assert {"oracle_accuracy/colour", "r_precision"} <= set(results)
 
 
+@pytest.mark.slow
 def test_dfgan_reuses_the_damsm_of_another_run(ratgan_run, workspace):
     run_dir = workspace / "dfgan"
     result = run_chapter(CHAPTER, "train", "--variant=dfgan", *common(workspace, run_dir),
@@ -56,6 +57,7 @@ def test_dfgan_reuses_the_damsm_of_another_run(ratgan_run, workspace):
     assert resumed.returncode != 0 and "variant" in resumed.stderr  # one run folder, one variant
 
 
+@pytest.mark.slow
 def test_birds_mini_on_two_replicas(shared_data, workspace):
     """RAT-GAN on real birds with the official vocabulary, on 2 replicas (DF-GAN reusing a DAMSM is tested on
     shapes above: the data path is the same)."""

@@ -48,6 +48,7 @@ def test_dfgan_variant_pretrains_both_matchers_and_logs_the_scores(dfgan_run):
         assert (dfgan_run / "vlm" / f"{name}.weights.h5").exists()
 
 
+@pytest.mark.slow
 def test_attngan_variant_eval_reports_vlms_with_its_references(attngan_run, workspace):
     config = json.loads((attngan_run / "config.json").read_text())
     assert config["vlm_variant"] == "attngan" and config["vlm_weight"] == 5.0
@@ -68,6 +69,7 @@ def test_sample(dfgan_run, workspace):
     assert "zorbly" in sampled.stdout and sampled.stdout.strip().endswith(".png")
 
 
+@pytest.mark.slow
 def test_vlms_scores_a_chapter_4_run_with_this_runs_vlm(dfgan_run, workspace):
     other = workspace / "ch4-dfgan"
     trained = run_chapter("ch4_dfgan_ratgan", "train", *common(workspace, other, "--variant=dfgan"), "--epochs=1",

@@ -3,11 +3,14 @@ CPU replicas (MirroredStrategy)."""
 
 import json
 
+import pytest
+
 from conftest import run_chapter
 
 CHAPTER = "ch5_vlmgan"
 
 
+@pytest.mark.slow
 def test_birds_mini_on_two_replicas(shared_data, tmp_path):
     """VLMGAN (DF-GAN) on real birds on 2 replicas: DAMSM and the VLM pretrain, the GAN trains with the VLM
     losses. (The AttnGAN variant reusing another run's DAMSM and VLM is tested on shapes: same data path.)"""

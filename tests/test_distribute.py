@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, free_ports, time_limit
 
@@ -17,6 +18,7 @@ def run_worker(replicas, init, out):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_one_and_two_replicas_give_the_same_weights_after_a_step(tmp_path):
     """Same initial weights, same global batch of 8, one SGD step of D then G (with EMA and
     synchronized BatchNorm). Tolerance: 1e-5 absolute on every weight, where the step moves

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import ROOT, free_ports, run_chapter, smoke_args, time_limit
@@ -32,6 +33,8 @@ SAME_REPLICAS_TOLERANCE = 1e-5
 #: not compared: Adam moves a weight whose gradient is float noise (a bias before BatchNorm) by ±lr each step
 #: whatever the noise, so weights differ by up to 2 × lr × steps in any pair of runs, right or wrong.
 FIRST_STEP_TOLERANCE, LATER_STEPS_RELATIVE = 1e-5, 1e-3
+
+pytestmark = pytest.mark.slow  # make test-slow (and make test-all, CI): minutes of several processes each
 
 
 def start_workers(chapter: str, args: list[str], count: int = 2) -> list[subprocess.Popen]:

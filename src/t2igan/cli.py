@@ -37,6 +37,9 @@ flags.DEFINE_float("peer_timeout", 300, "Multi-worker: seconds to wait for every
                    "before exiting with an error naming the ones that did not.")
 flags.DEFINE_bool("mixed_precision", False, "Train with mixed_float16 (GPUs).")
 flags.DEFINE_bool("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_integer("time_steps", 0, "train: instead of training, time this many steps of the run's GAN "
+                     "(after a warm-up epoch as long): FLOPs per step, the training loop, a bare tf.function loop, "
+                     "this CPU's peak (make benchmark). Use a run folder of its own.")
 flags.DEFINE_string("text", None, "Sampling: the caption to draw.")
 flags.DEFINE_integer("n", 8, "Sampling: number of images (different noise each).")
 flags.DEFINE_integer("sample_seed", 0, "Sampling / evaluation: noise seed.")

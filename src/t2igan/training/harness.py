@@ -63,6 +63,7 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     # config.json is written once the run really starts (commit_config: the networks are built and the
     # checkpoint fits them, or the pretraining is done), so a failed start never poisons the folder.
     run.pending_config = config
+    run.time_steps = getattr(options, "time_steps", 0)  # > 0: harness.fit times steps, trains nothing
     _seed_and_precision(config["seed"], options.mixed_precision)
     return strategy, run, config
 
@@ -323,6 +324,12 @@ def fit(gan, dataset, run, config: dict, strategy, callbacks: TrainingCallbacks,
     from t2igan.training.run import NonFiniteLossError
 
     check_global_batch(config["batch_size"], strategy)
+    if getattr(run, "time_steps", 0):  # train --time_steps=N: time the step instead of training
+        from t2igan.training.benchmark import measure
+
+        measure(gan, dataset, run, config, strategy, list(callbacks), steps=run.time_steps,
+                steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch, title=title, phase=callbacks.phase)
+        return
     verbosity = fit_verbosity()
     progress = [ProgressLine(config["epochs"], steps_per_epoch)] if verbosity == 2 else []  # no terminal: no bar
     try:

@@ -36,6 +36,7 @@ flags.DEFINE_enum("variant", "ratgan", ["ratgan", "dfgan"],
 flags.DEFINE_bool("attention", False, "sample (RAT-GAN): also write the discriminator's attention over each image (ATTN=1).")
 flags.DEFINE_integer("benchmark_batch", 8, "benchmark: batch size of the timed training steps.")
 flags.DEFINE_integer("benchmark_steps", 3, "benchmark: timed steps after one warm-up (trace) step.")
+flags.DEFINE_bool("benchmark_pytorch", False, "benchmark: the official PyTorch iteration beside ours, interleaved: the ratio.")
 flags.DEFINE_bool("benchmark_sampling", False, "benchmark: time an evaluation instead (sampling and scoring, per image).")
 flags.DEFINE_string("checkpoint", None, "import: DF-GAN's released state_epoch_*.pth or RAT-GAN's netG_*.pth (or their "
                     ".npz); official.py.")
@@ -178,7 +179,7 @@ def evaluate(options):
 
 def benchmark(options):
     """Seconds per training step at a profile's networks (``benchmark.py``); no data, no run folder."""
-    from chapters.ch4_dfgan_ratgan.benchmark import benchmark as time_steps, sampling_cost
+    from chapters.ch4_dfgan_ratgan.benchmark import benchmark as time_steps, compare_with_pytorch, sampling_cost
     from t2igan.config import resolve_config
 
     config = resolve_config(PROFILES, options.profile, options.dataset, options.set, None,
@@ -186,6 +187,8 @@ def benchmark(options):
     config["variant"] = options.variant
     if options.benchmark_sampling:
         return sampling_cost(config, options.benchmark_batch, options.benchmark_steps)
+    if options.benchmark_pytorch:
+        return compare_with_pytorch(config, options.benchmark_batch, options.benchmark_steps)
     time_steps(config, options.benchmark_batch, options.benchmark_steps, options.jit_compile)
 
 

@@ -3,6 +3,7 @@ the official 256² ``paper`` ones), on random images and captions (the frozen DA
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -89,3 +90,90 @@ def sampling_cost(config: dict, batch: int, batches: int, protocol_images: int =
         print(f"  {name}: {seconds:.3f} s per image")
     print(f"  in all {total:.3f} s per image: {protocol_images:,} images (the papers' protocol) ≈ "
           f"{total * protocol_images / 3600:.1f} h here; eval --eval_samples=500 ≈ {total * 500 / 60:.0f} min")
+
+
+def compare_with_pytorch(config: dict, batch: int, rounds: int):
+    """Seconds per training iteration of ours (``benchmark``'s step: the chapter's ``train_step``) and of the
+    official PyTorch iteration (``torch_reference.py``: the same networks, losses and optimizer steps), at the
+    profile's networks, on random images, sentences and noise; one of each per round, interleaved so that a
+    change of machine load hits both; the median ratio. PyTorch runs with as many threads as TensorFlow's
+    intra-op pool (the cores, by default). Our step also runs the frozen DAMSM text forward
+    (an LSTM over 18 words: negligible); the PyTorch one takes the sentence vectors as given."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        import torch
+    except ImportError:
+        from t2igan.errors import UserError
+
+        raise UserError("--benchmark_pytorch needs PyTorch (the torch extra): pip install torch, then run it again.") from None
+    from chapters.ch3_attngan.damsm import DamsmTextEncoder
+    from chapters.ch4_dfgan_ratgan import torch_reference
+    from chapters.ch4_dfgan_ratgan.build import sentence_dim
+    from t2igan.training.harness import adam
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    size, words, variant = config["image_size"], config["words_num"], config["variant"]
+    if config["generator_width"] != config["discriminator_width"]:
+        raise ValueError("The PyTorch reference modules take one width (nf) for G and D: set both equal.")
+    if variant == "dfgan":
+        networks = torch_reference.dfgan_modules(torch, config["generator_width"], config["noise_dim"],
+                                                 sentence_dim(config), size)
+        iteration = torch_reference.dfgan_iteration
+    else:
+        if size != 256 or sentence_dim(config) != 256:
+            raise ValueError("The PyTorch RAT-GAN reference is the official class (256 px, 256-d sentences): "
+                             "use --profile=paper.")
+        networks = torch_reference.ratgan_modules(torch, config["generator_width"], config["noise_dim"],
+                                                  config.get("discriminator_head", "attention") == "attention")
+        iteration = torch_reference.ratgan_iteration
+    optimizer_pair = torch_reference.optimizers(torch, networks, config["learning_rate_generator"],
+                                                config["learning_rate_discriminator"])
+    torch_images = torch.rand(batch, 3, size, size) * 2 - 1
+    torch_sentence = torch.randn(batch, sentence_dim(config))
+    torch_noise = torch.randn(batch, config["noise_dim"])
+
+    keras.utils.set_random_seed(0)
+    text = DamsmTextEncoder(BIRDS_VOCABULARY, config["word_embedding_dim"], config["text_hidden"], config["text_dropout"])
+    text([tf.zeros((1, words), tf.int32), tf.constant([words])])
+    gan = build_gan(config, text)
+    gan.compile(*(adam(config, 1, config[f"learning_rate_{name}"]) for name in ("generator", "discriminator")))
+    gan.build_optimizers()
+    batch_data = {"image": tf.random.uniform((batch, size, size, 3), -1.0, 1.0),
+                  "caption_ids": tf.random.uniform((batch, words), 1, BIRDS_VOCABULARY, tf.int32),
+                  "caption_length": tf.fill((batch,), words), "class_id": tf.range(batch),
+                  "noise": tf.random.normal((batch, 1, config["noise_dim"]))}
+    step = tf.function(gan.train_step)
+
+    def ours():
+        float(step(batch_data)["g_loss"])
+
+    def theirs():
+        iteration(torch, networks, optimizer_pair, torch_images.clone(), torch_sentence.clone(), torch_noise)
+
+    warm = {"ours": _seconds(ours), "PyTorch": _seconds(theirs)}  # tracing; PyTorch's allocator warm-up
+    times = {"ours": [], "PyTorch": []}
+    for _ in range(rounds):
+        times["ours"].append(_seconds(ours))
+        times["PyTorch"].append(_seconds(theirs))
+    ratios = [t / o for o, t in zip(times["ours"], times["PyTorch"])]
+    g = sum(p.numel() for p in networks[0].parameters())
+    d = sum(p.numel() for network in networks[1:] for p in network.parameters())
+    print(f"{variant} ({config['profile']}: {size}² px, nf {config['generator_width']}), batch {batch}, "
+          f"{rounds} interleaved round(s) after one warm-up each; PyTorch {torch.__version__} with {threads} "
+          f"thread(s), G {g:,} / D {d:,} parameters (PyTorch's, unused ones included)")
+    for name in times:
+        print(f"  {name}: warm-up {warm[name]:.1f} s; then " + ", ".join(f"{t:.2f}" for t in times[name])
+              + f" s; median {np.median(times[name]):.2f} s per iteration")
+    print(f"  PyTorch / ours per round: " + ", ".join(f"{r:.2f}" for r in ratios)
+          + f"; median {np.median(ratios):.2f}× (ours is faster where > 1)")
+    return float(np.median(ratios))
+
+
+def _seconds(work) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started

@@ -119,10 +119,10 @@ class StepClock(keras.callbacks.Callback):
         self.epochs.append({"steps": self.steps, "epoch_end": now - self.last, "seconds": now - self.started})
 
 
-def bare_loop(train_step, batch, steps: int, jit_compile: bool = False) -> tuple[float, int]:
+def bare_loop(train_step, batch, steps: int, jit_compile: bool = False) -> tuple[float, dict[str, int]]:
     """Seconds per call of ``train_step(batch)`` in a plain ``tf.function``, over ``steps`` calls after a
-    traced one, the result read once at the end (nothing waits in between); and the FLOPs of one call,
-    counted from that trace's graph."""
+    traced one, the result read once at the end (nothing waits in between); and the FLOPs of one call by op
+    type, counted from that trace's graph."""
     step = tf.function(train_step, jit_compile=bool(jit_compile))
     _ = {name: float(np.mean(value)) for name, value in step(batch).items()}
     started = time.perf_counter()
@@ -130,7 +130,7 @@ def bare_loop(train_step, batch, steps: int, jit_compile: bool = False) -> tuple
         logs = step(batch)
     _ = {name: float(np.mean(value)) for name, value in logs.items()}
     seconds = (time.perf_counter() - started) / steps
-    return seconds, sum(graph_flops(step.get_concrete_function(batch).graph).values())
+    return seconds, graph_flops(step.get_concrete_function(batch).graph)
 
 
 def check_one_device(strategy) -> None:
@@ -158,7 +158,9 @@ def measure(gan, dataset, run, config: dict, strategy, callbacks: list, *, steps
     warm_up, timed = clock.epochs
     loop_step, epoch_end = float(np.median(timed["steps"])), timed["epoch_end"]
     batch = next(iter(dataset))
-    bare, flops = bare_loop(gan.train_step, batch, steps, gan.jit_compile)
+    bare, counts = bare_loop(gan.train_step, batch, steps, gan.jit_compile)
+    flops = sum(counts.values())
+    dense = sum(value for op, value in counts.items() if op.startswith(("Conv", "MatMul", "BatchMatMul", "Depthwise")))
     peaks = peak_flops()
     peak = max(peaks.values())
     per_step = loop_step + epoch_end / steps_per_epoch
@@ -166,6 +168,7 @@ def measure(gan, dataset, run, config: dict, strategy, callbacks: list, *, steps
         "title": title + (f" ({phase.replace('stage', 'stage ')})" if phase else ""), "profile": config["profile"], "image_size": config["image_size"],
         "batch_size": config["batch_size"], "steps_timed": steps,
         "gflops_per_step": round(flops / 1e9, 3),
+        "conv_and_matmul_share": round(dense / flops, 3),
         "loop_ms_per_step": round(1000 * loop_step, 1),
         "epoch_end_seconds": round(epoch_end, 2), "steps_per_epoch": steps_per_epoch,
         "course_ms_per_step": round(1000 * per_step, 1),
@@ -199,7 +202,8 @@ def report(result: dict) -> str:
     peaks = ", ".join(f"{name} {rate:.0f}" for name, rate in result["peak_gflops_per_second"].items())
     return "\n".join([
         f"Benchmark of {result['title']} ({result['profile']}: {result['image_size']}² px, batch {result['batch_size']}):",
-        f"  {result['gflops_per_step']:.2f} GFLOP per training step (counted from its graph)",
+        f"  {result['gflops_per_step']:.2f} GFLOP per training step (counted from its graph; "
+        f"{100 * result.get('conv_and_matmul_share', 0):.0f} % in convolutions and matrix products)",
         f"  training loop: {result['loop_ms_per_step']:.0f} ms per step (median of {result['steps_timed']}), plus "
         f"{result['epoch_end_seconds']:.1f} s of epoch-end work over {result['steps_per_epoch']} steps per epoch "
         f"→ {result['course_ms_per_step']:.0f} ms per step",

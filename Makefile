@@ -231,10 +231,10 @@ eval: install
 	$(PY) -m t2igan.evaluate_folders $(if $(RUN_DIR),--run=$(RUN_DIR),--real="$(REAL)" --fake="$(FAKE)") $(if $(EXTRACTOR),--extractor=$(EXTRACTOR)) $(if $(WEIGHTS),--inception_weights="$(WEIGHTS)") $(ARGS)
 
 # Test modules run in parallel processes (pytest-xdist), one module per worker so module
-# fixtures (a smoke run shared by several tests) are built once (27 min on a 2-core CPU without AVX-512, README). At least 3 workers: the tests
+# fixtures (a smoke run shared by several tests) are built once. At least 3 workers: the tests
 # spend much of their time in single-threaded start-up and tracing, so 3 keep 2 cores busy.
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(3, os.cpu_count() or 1))")
-# `make test`: every test but the `slow` ones, the everyday suite (≤ 10 min on 2 cores). `make test-slow`: the
+# `make test`: every test but the `slow` ones, the everyday suite (9 min from a fresh clone on a 2-core AVX-512 CPU). `make test-slow`: the
 # long end-to-end runs (real birds data on 2 replicas, multi-worker clusters, killed and NaN runs, the
 # variants beside each chapter's default). `make test-all` (CI, .ci/run): both in one session.
 PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15

@@ -54,3 +54,32 @@ def test_step_clock_splits_steps_from_epoch_end_work():
     assert len(epoch["steps"]) == 3 and all(seconds >= 0 for seconds in epoch["steps"])
     assert epoch["seconds"] >= sum(epoch["steps"]) + epoch["epoch_end"] - 1e-6
     assert np.isfinite(epoch["epoch_end"])
+
+
+def test_time_steps_measures_a_chapter_instead_of_training_it(tmp_path):
+    """``train --time_steps=N`` (make benchmark): the chapter's GAN is built as train builds it, timed, and
+    recorded under metrics.json's "benchmark"; nothing is recorded as training; the table command reads it."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_chapter, smoke_args
+
+    run_dir = tmp_path / "run"
+    result = run_chapter("ch1_gan_int_cls", "train", *smoke_args(tmp_path, run_dir), "--time_steps=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "GFLOP per training step" in result.stdout and "bare tf.function loop" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "train" not in metrics
+    measured = metrics["benchmark"]
+    assert measured["gflops_per_step"] > 0 and measured["bare_ms_per_step"] > 0 and measured["steps_timed"] == 2
+    assert 0 < measured["fraction_of_peak"] < 1
+    refused = run_chapter("ch1_gan_int_cls", "train", *smoke_args(tmp_path, run_dir))  # would resume a benchmark
+    assert refused.returncode == 2 and "holds a benchmark" in refused.stderr and "Traceback" not in refused.stderr
+    table = subprocess.run([sys.executable, "-m", "t2igan.training.benchmark", str(tmp_path)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert "| GAN-INT-CLS | 32², 8 |" in table.stdout
+    empty = subprocess.run([sys.executable, "-m", "t2igan.training.benchmark", str(tmp_path / "none")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and "run make benchmark first" in empty.stderr

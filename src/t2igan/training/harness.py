@@ -64,8 +64,28 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     # checkpoint fits them, or the pretraining is done), so a failed start never poisons the folder.
     run.pending_config = config
     run.time_steps = getattr(options, "time_steps", 0)  # > 0: harness.fit times steps, trains nothing
+    check_benchmark_folder(run, run.time_steps)
     _seed_and_precision(config["seed"], options.mixed_precision)
     return strategy, run, config
+
+
+def check_benchmark_folder(run, time_steps: int) -> None:
+    """A benchmark (``--time_steps``) writes checkpoints of its own: it needs a run folder without a training,
+    and a training refuses a folder that a benchmark wrote (it would resume from the benchmark's epochs)."""
+    import glob
+    import json
+
+    benchmarked = False
+    if os.path.exists(run.metrics_path):
+        with open(run.metrics_path, encoding="utf-8") as file:
+            benchmarked = any(key.startswith("benchmark") for key in json.load(file))
+    trained = glob.glob(os.path.join(glob.escape(run.path), "**", "ckpt-*.index"), recursive=True)  # any stage's
+    if time_steps and not benchmarked and trained:
+        raise UserError(f"--time_steps writes a benchmark's checkpoints, and {run.path} holds a training: give it a "
+                        "run folder of its own, e.g. --run_dir=runs/benchmark/mine (make benchmark uses runs/benchmark).")
+    if not time_steps and benchmarked:
+        raise UserError(f"{run.path} holds a benchmark (train --time_steps), not a training: train in another run "
+                        "folder (RUN_DIR=...), or delete this one.")
 
 
 def open_run(chapter: str, options, run_dir: str | None = None, variant_key: str | None = None):

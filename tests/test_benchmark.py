@@ -76,6 +76,8 @@ def test_time_steps_measures_a_chapter_instead_of_training_it(tmp_path):
     assert 0 < measured["fraction_of_peak"] < 1
     refused = run_chapter("ch1_gan_int_cls", "train", *smoke_args(tmp_path, run_dir))  # would resume a benchmark
     assert refused.returncode == 2 and "holds a benchmark" in refused.stderr and "Traceback" not in refused.stderr
+    again = run_chapter("ch1_gan_int_cls", "train", *smoke_args(tmp_path, run_dir), "--time_steps=2")
+    assert again.returncode == 2 and "needs a run folder without any" in again.stderr  # not silently "trained"
     table = subprocess.run([sys.executable, "-m", "t2igan.training.benchmark", str(tmp_path)], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr[-2000:]

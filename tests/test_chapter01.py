@@ -121,7 +121,7 @@ def test_a_benchmark_refuses_a_trained_run_folder(smoke_run, workspace):
     start from them). The other way round: tests/test_benchmark.py."""
     result = run_chapter(CHAPTER, "train", "--profile=smoke", f"--run_dir={smoke_run}",
                          f"--data_root={workspace / 'data'}", "--set=metrics_every_epochs=1", "--time_steps=2")
-    assert result.returncode == 2 and "holds a training" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "needs a run folder without any" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_missing_data_folder_and_run_folder_of_another_chapter(workspace):

@@ -70,7 +70,7 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
 
 
 def check_benchmark_folder(run, time_steps: int) -> None:
-    """A benchmark (``--time_steps``) writes checkpoints of its own: it needs a run folder without a training,
+    """A benchmark (``--time_steps``) writes checkpoints of its own: it needs a run folder without checkpoints,
     and a training refuses a folder that a benchmark wrote (it would resume from the benchmark's epochs)."""
     import glob
     import json
@@ -80,9 +80,10 @@ def check_benchmark_folder(run, time_steps: int) -> None:
         with open(run.metrics_path, encoding="utf-8") as file:
             benchmarked = any(key.startswith("benchmark") for key in json.load(file))
     trained = glob.glob(os.path.join(glob.escape(run.path), "**", "ckpt-*.index"), recursive=True)  # any stage's
-    if time_steps and not benchmarked and trained:
-        raise UserError(f"--time_steps writes a benchmark's checkpoints, and {run.path} holds a training: give it a "
-                        "run folder of its own, e.g. --run_dir=runs/benchmark/mine (make benchmark uses runs/benchmark).")
+    if time_steps and trained:  # a training's, or an earlier benchmark's (it would resume after them)
+        raise UserError(f"--time_steps writes a benchmark's checkpoints and needs a run folder without any, but "
+                        f"{run.path} has some: use a fresh one, e.g. --run_dir=runs/benchmark/mine (make benchmark "
+                        "replaces its folders under runs/benchmark).")
     if not time_steps and benchmarked:
         raise UserError(f"{run.path} holds a benchmark (train --time_steps), not a training: train in another run "
                         "folder (RUN_DIR=...), or delete this one.")

@@ -63,7 +63,7 @@ def test_time_steps_measures_a_chapter_instead_of_training_it(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT, run_chapter, smoke_args
+    from conftest import ROOT, run_chapter, smoke_args, time_limit
 
     run_dir = tmp_path / "run"
     result = run_chapter("ch1_gan_int_cls", "train", *smoke_args(tmp_path, run_dir), "--time_steps=2")
@@ -79,9 +79,9 @@ def test_time_steps_measures_a_chapter_instead_of_training_it(tmp_path):
     again = run_chapter("ch1_gan_int_cls", "train", *smoke_args(tmp_path, run_dir), "--time_steps=2")
     assert again.returncode == 2 and "needs a run folder without any" in again.stderr  # not silently "trained"
     table = subprocess.run([sys.executable, "-m", "t2igan.training.benchmark", str(tmp_path)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=time_limit(60))
     assert table.returncode == 0, table.stderr[-2000:]
     assert "| GAN-INT-CLS | 32², 8 |" in table.stdout
     empty = subprocess.run([sys.executable, "-m", "t2igan.training.benchmark", str(tmp_path / "none")], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=time_limit(60))
     assert empty.returncode == 2 and "run make benchmark first" in empty.stderr

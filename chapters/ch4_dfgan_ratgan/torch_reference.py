@@ -13,6 +13,27 @@ from __future__ import annotations
 import numpy as np
 
 
+def down_block(torch):
+    """The discriminator's residual down block of both codes (DF-GAN's ``DBlock``, RAT-GAN's ``resD``): a 4×4
+    stride-2 and a 3×3 conv, each with LReLU, gated by γ (0 at init), plus the average-pooled input through a
+    1×1 conv where the width changes (the 1×1 conv is built for every block, as the official code does)."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class DBlock(nn.Module):
+        def __init__(self, fin, fout):
+            super().__init__()
+            self.conv_r = nn.Sequential(nn.Conv2d(fin, fout, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+                                        nn.Conv2d(fout, fout, 3, 1, 1, bias=False), nn.LeakyReLU(0.2))
+            self.conv_s = nn.Conv2d(fin, fout, 1)
+            self.gamma = nn.Parameter(torch.zeros(1))
+            self.learned = fin != fout
+
+        def forward(self, x):
+            return F.avg_pool2d(self.conv_s(x) if self.learned else x, 2) + self.gamma * self.conv_r(x)
+
+    return DBlock
+
+
 def dfgan_modules(torch, nf=32, nz=100, cond_dim=256, imsize=256):
     """DF-GAN's NetG, NetD and NetC (CVPR 2022 code), written from its code/models/GAN.py
     (the reference sheet's architecture): ``(netG, netD, netC)``."""
@@ -72,25 +93,12 @@ def dfgan_modules(torch, nf=32, nz=100, cond_dim=256, imsize=256):
                 out = block(out, condition)
             return self.to_rgb(out)
 
-    class DBlock(nn.Module):
-        def __init__(self, fin, fout):
-            super().__init__()
-            self.conv_r = nn.Sequential(nn.Conv2d(fin, fout, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
-                                        nn.Conv2d(fout, fout, 3, 1, 1, bias=False), nn.LeakyReLU(0.2))
-            self.conv_s = nn.Conv2d(fin, fout, 1)  # built for every block, used where fin ≠ fout
-            self.gamma = nn.Parameter(torch.zeros(1))
-            self.learned = fin != fout
-
-        def forward(self, x):
-            residual = self.conv_r(x)
-            x = self.conv_s(x) if self.learned else x
-            return F.avg_pool2d(x, 2) + self.gamma * residual
-
     class NetD(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv_img = nn.Conv2d(3, nf, 3, 1, 1)
             channels = widths(imsize)
+            DBlock = down_block(torch)
             self.DBlocks = nn.ModuleList([DBlock(a, b) for a, b in zip(channels, channels[1:])])
 
         def forward(self, x):
@@ -185,17 +193,7 @@ def ratgan_modules(torch, nf=8, nz=100, attention=True):
                 out = getattr(self, f"block{i}")(out if i == 0 else F.interpolate(out, scale_factor=2), sentence)
             return self.conv_img(out)
 
-    class ResD(nn.Module):
-        def __init__(self, fin, fout):
-            super().__init__()
-            self.conv_r = nn.Sequential(nn.Conv2d(fin, fout, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
-                                        nn.Conv2d(fout, fout, 3, 1, 1, bias=False), nn.LeakyReLU(0.2))
-            self.conv_s = nn.Conv2d(fin, fout, 1)
-            self.gamma = nn.Parameter(torch.zeros(1))
-            self.learned = fin != fout
-
-        def forward(self, x):
-            return F.avg_pool2d(self.conv_s(x) if self.learned else x, 2) + self.gamma * self.conv_r(x)
+    ResD = down_block(torch)  # the same block as DF-GAN's DBlock (names too)
 
     class Logits(nn.Module):  # D_GET_LOGITS_att (paper) or D_GET_LOGITS (HEAD)
         def __init__(self):

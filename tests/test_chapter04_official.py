@@ -203,6 +203,51 @@ def test_imported_networks_equal_the_official_pytorch_ones_at_256(tmp_path):
     np.testing.assert_allclose(logits, expected_logits, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected_logits).max()))
 
 
+def test_one_dfgan_iteration_equals_the_official_pytorch_one(tmp_path):
+    """torch_reference.dfgan_iteration (the iteration --benchmark_pytorch times) and our OneStageGan compute the
+    same iteration: from the same weights, images, sentences and noise, the D terms before the D step
+    (hinge on real, rolled mismatched and fake pairs; MA-GP) and the G loss after it agree."""
+    torch = pytest.importorskip("torch")
+    import keras
+    import tensorflow as tf
+
+    from chapters.ch4_dfgan_ratgan.torch_reference import dfgan_iteration, optimizers
+    from t2igan.torch_weights import read_state_dict
+
+    torch.manual_seed(0)
+    net_g, net_d, net_c = official_dfgan_modules(torch, nf=4, nz=8, cond_dim=6, imsize=64)
+    with torch.no_grad():  # every γ, β layer and D gate away from its init, the weights larger (a live MA-GP)
+        for parameter in list(net_g.parameters()) + list(net_d.parameters()) + list(net_c.parameters()):
+            if parameter.dim() <= 1:
+                parameter.normal_(0.0, 0.2)
+            else:
+                parameter.mul_(2.2)
+    torch.save({"model": {"netG": net_g.state_dict(), "netD": net_d.state_dict(), "netC": net_c.state_dict()},
+                "epoch": 1}, tmp_path / "state_epoch_1.pth")
+    generator, discriminator = networks(4, 64, 8, 6)
+    official.load_dfgan(generator, discriminator, read_state_dict(str(tmp_path / "state_epoch_1.pth")), "f")
+
+    rng = np.random.default_rng(2)
+    images = rng.uniform(-1, 1, (4, 64, 64, 3)).astype(np.float32)
+    sentence, noise = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal((4, 8)).astype(np.float32)
+    expected = dfgan_iteration(torch, (net_g, net_d, net_c), optimizers(torch, (net_g, net_d, net_c)),
+                               torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(sentence),
+                               torch.from_numpy(noise))
+
+    text = keras.layers.Layer()  # never called: the sentences are given
+    gan = model.OneStageGan(generator, discriminator, text, mismatch="roll", penalty_step="joint")
+    gan.compile(keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8),
+                keras.optimizers.Adam(4e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8))
+    gan.build_optimizers()
+    fake = generator([noise, sentence], training=True)
+    terms = gan.discriminator_step(tf.constant(images), tf.stop_gradient(fake), tf.constant(sentence))
+    ours = {name: float(value) for name, value in terms.items() if name != "d_loss"}
+    ours["g_loss"] = float(-tf.reduce_mean(discriminator([fake, sentence], training=True)))
+    assert expected["gradient_penalty"] > 1e-4 and expected["d_real"] != expected["d_fake"]  # every term alive
+    for name, value in expected.items():
+        np.testing.assert_allclose(ours[name], value, rtol=2e-4, atol=1e-6, err_msg=name)
+
+
 @pytest.mark.parametrize("head", ["attention", "plain"])
 def test_imported_ratgan_equals_the_official_pytorch_one_at_256(tmp_path, head):
     torch = pytest.importorskip("torch")

@@ -248,8 +248,9 @@ def _ma_gp(torch, images, sentence, logits):
     return 2.0 * torch.mean(torch.sqrt(torch.sum(flat ** 2, dim=1)) ** 6)
 
 
-def dfgan_iteration(torch, networks, optimizer_pair, images, sentence, noise) -> float:
-    """One DF-GAN (CVPR 2022) iteration: hinge on real / rolled mismatched / fake, + MA-GP, one D step; G step."""
+def dfgan_iteration(torch, networks, optimizer_pair, images, sentence, noise) -> dict[str, float]:
+    """One DF-GAN (CVPR 2022) iteration: hinge on real / rolled mismatched / fake, + MA-GP, one D step; G step.
+    Returns the D terms (before the D step) and the G loss (after it), named as our training logs."""
     relu = torch.nn.functional.relu
     net_g, net_d, net_c = networks
     optimizer_g, optimizer_d = optimizer_pair
@@ -261,7 +262,8 @@ def dfgan_iteration(torch, networks, optimizer_pair, images, sentence, noise) ->
     error_mismatch = relu(1.0 + net_c(mismatched, sentence)).mean()
     fake = net_g(noise, sentence)
     error_fake = relu(1.0 + net_c(net_d(fake.detach()), sentence)).mean()
-    error_d = error_real + (error_fake + error_mismatch) / 2.0 + _ma_gp(torch, images, sentence, real_logits)
+    penalty = _ma_gp(torch, images, sentence, real_logits)
+    error_d = error_real + (error_fake + error_mismatch) / 2.0 + penalty
     optimizer_d.zero_grad()
     error_d.backward()
     optimizer_d.step()
@@ -269,7 +271,8 @@ def dfgan_iteration(torch, networks, optimizer_pair, images, sentence, noise) ->
     optimizer_g.zero_grad()
     error_g.backward()
     optimizer_g.step()
-    return float(error_g.detach())
+    return {name: float(value.detach()) for name, value in dict(
+        d_real=error_real, d_fake=error_fake, d_mismatch=error_mismatch, gradient_penalty=penalty, g_loss=error_g).items()}
 
 
 def ratgan_iteration(torch, networks, optimizer_pair, images, sentence, noise) -> float:

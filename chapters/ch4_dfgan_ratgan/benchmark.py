@@ -15,8 +15,9 @@ from chapters.ch4_dfgan_ratgan.build import build_gan
 BIRDS_VOCABULARY = RELEASED["birds"][0]
 
 
-def benchmark(config: dict, batch: int, steps: int, jit_compile: bool = False, vocabulary_size: int = BIRDS_VOCABULARY):
-    """Prints the build time, the first (tracing) step and ``steps`` timed steps, and their median."""
+def random_gan_and_batch(config: dict, batch: int, vocabulary_size: int = BIRDS_VOCABULARY):
+    """The variant's GAN at the profile's networks on a random DAMSM text encoder, compiled with the profile's
+    optimizers, and a random batch (images, captions, noise) for its ``train_step``."""
     import keras
     import tensorflow as tf
 
@@ -25,17 +26,26 @@ def benchmark(config: dict, batch: int, steps: int, jit_compile: bool = False, v
 
     size, words = config["image_size"], config["words_num"]
     keras.utils.set_random_seed(0)
-    started = time.perf_counter()
     text = DamsmTextEncoder(vocabulary_size, config["word_embedding_dim"], config["text_hidden"], config["text_dropout"])
     text([tf.zeros((1, words), tf.int32), tf.constant([words])])
     gan = build_gan(config, text)
     gan.compile(*(adam(config, 1, config[f"learning_rate_{name}"]) for name in ("generator", "discriminator")))
     gan.build_optimizers()
-    built = time.perf_counter() - started
     batch_data = {"image": tf.random.uniform((batch, size, size, 3), -1.0, 1.0),
                   "caption_ids": tf.random.uniform((batch, words), 1, vocabulary_size, tf.int32),
                   "caption_length": tf.fill((batch,), words), "class_id": tf.range(batch),
                   "noise": tf.random.normal((batch, 1, config["noise_dim"]))}
+    return gan, batch_data
+
+
+def benchmark(config: dict, batch: int, steps: int, jit_compile: bool = False, vocabulary_size: int = BIRDS_VOCABULARY):
+    """Prints the build time, the first (tracing) step and ``steps`` timed steps, and their median."""
+    import tensorflow as tf
+
+    size = config["image_size"]
+    started = time.perf_counter()
+    gan, batch_data = random_gan_and_batch(config, batch, vocabulary_size)
+    built = time.perf_counter() - started
     step = tf.function(gan.train_step, jit_compile=jit_compile)
     times = []
     for _ in range(1 + steps):
@@ -99,7 +109,6 @@ def compare_with_pytorch(config: dict, batch: int, rounds: int):
     change of machine load hits both; the median ratio. PyTorch runs with as many threads as TensorFlow's
     intra-op pool (the cores, by default). Our step also runs the frozen DAMSM text forward
     (an LSTM over 18 words: negligible); the PyTorch one takes the sentence vectors as given."""
-    import keras
     import tensorflow as tf
 
     try:
@@ -108,15 +117,16 @@ def compare_with_pytorch(config: dict, batch: int, rounds: int):
         from t2igan.errors import UserError
 
         raise UserError("--benchmark_pytorch needs PyTorch (the torch extra): pip install torch, then run it again.") from None
-    from chapters.ch3_attngan.damsm import DamsmTextEncoder
     from chapters.ch4_dfgan_ratgan import torch_reference
     from chapters.ch4_dfgan_ratgan.build import sentence_dim
-    from t2igan.training.harness import adam
 
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    size, words, variant = config["image_size"], config["words_num"], config["variant"]
+    size, variant = config["image_size"], config["variant"]
+    if size < 64:  # the official NetD reaches 8·nf channels, what NetC takes, only from 64 px on
+        raise ValueError(f"The PyTorch reference modules are the official classes, from 64 px on; this profile has "
+                         f"{size} px: use --profile=paper.")
     if config["generator_width"] != config["discriminator_width"]:
         raise ValueError("The PyTorch reference modules take one width (nf) for G and D: set both equal.")
     if variant == "dfgan":
@@ -136,16 +146,7 @@ def compare_with_pytorch(config: dict, batch: int, rounds: int):
     torch_sentence = torch.randn(batch, sentence_dim(config))
     torch_noise = torch.randn(batch, config["noise_dim"])
 
-    keras.utils.set_random_seed(0)
-    text = DamsmTextEncoder(BIRDS_VOCABULARY, config["word_embedding_dim"], config["text_hidden"], config["text_dropout"])
-    text([tf.zeros((1, words), tf.int32), tf.constant([words])])
-    gan = build_gan(config, text)
-    gan.compile(*(adam(config, 1, config[f"learning_rate_{name}"]) for name in ("generator", "discriminator")))
-    gan.build_optimizers()
-    batch_data = {"image": tf.random.uniform((batch, size, size, 3), -1.0, 1.0),
-                  "caption_ids": tf.random.uniform((batch, words), 1, BIRDS_VOCABULARY, tf.int32),
-                  "caption_length": tf.fill((batch,), words), "class_id": tf.range(batch),
-                  "noise": tf.random.normal((batch, 1, config["noise_dim"]))}
+    gan, batch_data = random_gan_and_batch(config, batch)
     step = tf.function(gan.train_step)
 
     def ours():
@@ -168,7 +169,7 @@ def compare_with_pytorch(config: dict, batch: int, rounds: int):
     for name in times:
         print(f"  {name}: warm-up {warm[name]:.1f} s; then " + ", ".join(f"{t:.2f}" for t in times[name])
               + f" s; median {np.median(times[name]):.2f} s per iteration")
-    print(f"  PyTorch / ours per round: " + ", ".join(f"{r:.2f}" for r in ratios)
+    print("  PyTorch / ours per round: " + ", ".join(f"{r:.2f}" for r in ratios)
           + f"; median {np.median(ratios):.2f}× (ours is faster where > 1)")
     return float(np.median(ratios))
 

@@ -96,6 +96,24 @@ def test_objects_inside_image_and_drawn_in_their_colour(single_root):
         assert np.abs(centre - shapes.COLOURS[attributes["colour"]]).max() <= 30, example.key
 
 
+def longest_box_sides(index, size: str) -> list[float]:
+    objects = [obj for example in index.train
+               for obj in example.image_attributes.get("objects", [example.image_attributes])]
+    return [max(right - left, bottom - top) for obj in objects if obj["size"] == size
+            for left, top, right, bottom in [obj["box"]]]
+
+
+def test_object_scale_of_generator_version_3(single_root, pairs_root):
+    # Single objects span about 0.32 / 0.48 of the side (10 / 15 px at 32 px); version 2's
+    # 0.22 / 0.34 gives longest sides of about 0.21 / 0.32 and fails both bounds. Pairs keep
+    # the smaller scale, so that two large objects fit side by side.
+    single, pairs = shapes.load(single_root), shapes.load(pairs_root)
+    small, large = longest_box_sides(single, "small"), longest_box_sides(single, "large")
+    assert small and large and 0.25 <= min(small) and max(small) <= 0.36
+    assert 0.35 <= min(large) and max(large) <= 0.53 and np.mean(large) >= 0.42
+    assert max(longest_box_sides(pairs, "large")) <= 0.38
+
+
 def test_pairs_relation_holds_and_captions_mention_both(pairs_root):
     index = shapes.load(pairs_root)
     assert index.name == "shapes-pairs"

@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 
 from t2igan.data.records import DatasetIndex, Example
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: larger single objects, placed by their box
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star")
 COLOURS = {  # saturated and far apart in hue/brightness, so they survive 32 px
@@ -80,7 +80,10 @@ RELATION_PHRASES = {"left of": ("to the left of", "left of", "on the left of"),
 
 DEFAULT_NUM_TRAIN, DEFAULT_NUM_TEST = 10000, 1000
 SUPERSAMPLING = 4
-SIZE_FRACTIONS = {"small": 0.22, "large": 0.34}  # nominal object diameter / image side
+# Nominal object diameter / image side. Single objects are large enough that at 32 px a star
+# (10 or 15 px across) differs from a disk by more than a few pixels; two objects side by side
+# must fit with a gap, so pairs keep the smaller scale (generator version 2 used it for both).
+SIZE_FRACTIONS = {"shapes": {"small": 0.32, "large": 0.48}, "shapes-pairs": {"small": 0.22, "large": 0.34}}
 GRID_CENTRES = (0.21, 0.5, 0.79)  # not 1/6..5/6: large objects must fit at the border
 MARGIN, PAIR_GAP = 0.02, 0.05
 NUM_CAPTIONS = 10
@@ -111,9 +114,9 @@ def _unit_outline(shape: str) -> np.ndarray:
     raise ValueError(f"Unknown shape {shape!r}; expected one of {SHAPES}.")
 
 
-def _sample_outline(rng: np.random.Generator, shape: str, size: str) -> np.ndarray:
+def _sample_outline(rng: np.random.Generator, shape: str, size: str, dataset: str) -> np.ndarray:
     """Scaled and slightly rotated outline around (0, 0), in fractions of the side."""
-    radius = SIZE_FRACTIONS[size] / 2 * rng.uniform(0.95, 1.05)
+    radius = SIZE_FRACTIONS[dataset][size] / 2 * rng.uniform(0.95, 1.05)
     angle = math.radians(rng.uniform(-15, 15))  # small: a square must not turn into a diamond
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     return radius * _unit_outline(shape) @ rotation.T
@@ -133,19 +136,23 @@ def _make_object(attributes: dict[str, str], outline: np.ndarray, centre, rng) -
 
 
 def _place_single(rng, attributes: dict[str, str]) -> dict[str, Any]:
-    outline = _sample_outline(rng, attributes["shape"], attributes["size"])
-    extent = np.abs(outline).max(axis=0)
+    outline = _sample_outline(rng, attributes["shape"], attributes["size"], "shapes")
+    # The bounding box, not the outline's origin, is placed on the grid: a large triangle's
+    # origin sits low in its box, and its box must stay in the cell its caption names.
+    low, high = outline.min(axis=0), outline.max(axis=0)
+    outline = outline - (low + high) / 2
+    half = (high - low) / 2
     index = POSITIONS.index(attributes["position"])
     centre = []
     for axis, grid_index in ((0, index % 3), (1, index // 3)):
         value = GRID_CENTRES[grid_index] + rng.uniform(-0.04, 0.04)
-        centre.append(float(np.clip(value, extent[axis] + MARGIN, 1 - extent[axis] - MARGIN)))
+        centre.append(float(np.clip(value, half[axis] + MARGIN, 1 - half[axis] - MARGIN)))
     return _make_object(attributes, outline, centre, rng)
 
 
 def _place_pair(rng, first: dict[str, str], second: dict[str, str], relation: str) -> list[dict]:
     """Places ``first`` left of / above ``second`` with a clear gap between their boxes."""
-    outlines = [_sample_outline(rng, a["shape"], a["size"]) for a in (first, second)]
+    outlines = [_sample_outline(rng, a["shape"], a["size"], "shapes-pairs") for a in (first, second)]
     extents = [np.abs(o).max(axis=0) for o in outlines]
     axis = 0 if relation == "left of" else 1
     other = 1 - axis

@@ -248,12 +248,12 @@ def test_one_dfgan_iteration_equals_the_official_pytorch_one(tmp_path):
         np.testing.assert_allclose(ours[name], value, rtol=2e-4, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("head", ["attention", "plain"])
-def test_imported_ratgan_equals_the_official_pytorch_one_at_256(tmp_path, head):
-    torch = pytest.importorskip("torch")
+def trained_like_ratgan_modules(torch, head, scale=1.5):
+    """The official RAT-GAN modules (256 px) with weights as after training: every γ, β layer, gate and LSTM
+    weight away from its init, the never-called affine4/5 at their official init."""
     torch.manual_seed(0)
     net_g, net_d = official_ratgan_modules(torch, attention=head == "attention")
-    with torch.no_grad():  # trained weights: every γ, β layer, gate and LSTM weight away from its init
+    with torch.no_grad():
         for name, parameter in list(net_g.named_parameters()) + list(net_d.named_parameters()):
             if ".affine4." in name or ".affine5." in name:
                 continue  # never called: a birds file keeps them at init
@@ -262,13 +262,20 @@ def test_imported_ratgan_equals_the_official_pytorch_one_at_256(tmp_path, head):
             elif name.startswith("lstm.") and name.count(".") == 1:
                 parameter.mul_(0.1)  # W, U: keep the gates away from saturation, where a test sees nothing
             else:
-                parameter.mul_(1.5)
-        for module in net_g.modules():  # the never-called affines at their official init
+                parameter.mul_(scale)
+        for module in net_g.modules():
             if hasattr(module, "affine4"):
                 for affine in (module.affine4, module.affine5):
                     for mlp, bias in ((affine.fc_gamma, 1.0), (affine.fc_beta, 0.0)):
                         mlp.linear2.weight.zero_()
                         mlp.linear2.bias.fill_(bias)
+    return net_g, net_d
+
+
+@pytest.mark.parametrize("head", ["attention", "plain"])
+def test_imported_ratgan_equals_the_official_pytorch_one_at_256(tmp_path, head):
+    torch = pytest.importorskip("torch")
+    net_g, net_d = trained_like_ratgan_modules(torch, head)
     # As main_coco.py writes them: netG from DataParallel (module.), in torch's current zip format.
     torch.save({f"module.{k}": v for k, v in net_g.state_dict().items()}, tmp_path / "netG_274.pth")
     torch.save(net_d.state_dict(), tmp_path / "netD_274.pth")
@@ -298,3 +305,44 @@ def test_imported_ratgan_equals_the_official_pytorch_one_at_256(tmp_path, head):
     if head == "attention":
         _, attention_map = discriminator.logits(discriminator.features(expected), sentence, return_attention=True)
         np.testing.assert_allclose(attention_map.numpy(), net_d.COND_DNET.p.numpy()[:, 0], atol=1e-6)
+
+
+def test_one_ratgan_iteration_equals_the_official_pytorch_one(tmp_path):
+    """torch_reference.ratgan_iteration (the iteration --benchmark_pytorch times) and our OneStageGan with
+    mismatch="shift", penalty_step="separate" compute the same iteration: the hinge terms before the first D
+    step, the MA-GP from a fresh forward of the once-updated D, and the G loss after both D steps agree."""
+    torch = pytest.importorskip("torch")
+    import keras
+    import tensorflow as tf
+
+    from chapters.ch4_dfgan_ratgan.torch_reference import optimizers, ratgan_iteration
+    from t2igan.torch_weights import read_state_dict
+
+    net_g, net_d = trained_like_ratgan_modules(torch, "attention")
+    torch.save(net_g.state_dict(), tmp_path / "netG_1.pth")
+    torch.save(net_d.state_dict(), tmp_path / "netD_1.pth")
+    generator, discriminator = ratgan_networks(8, 256, 100, 256, 256, "attention")
+    official.load_ratgan(generator, discriminator, read_state_dict(str(tmp_path / "netG_1.pth")),
+                         read_state_dict(str(tmp_path / "netD_1.pth")), str(tmp_path / "netG_1.pth"), "d")
+
+    rng = np.random.default_rng(3)
+    images = rng.uniform(-1, 1, (3, 256, 256, 3)).astype(np.float32)
+    sentence, noise = rng.standard_normal((3, 256)).astype(np.float32), rng.standard_normal((3, 100)).astype(np.float32)
+    expected = ratgan_iteration(torch, (net_g, net_d), optimizers(torch, (net_g, net_d)),
+                                torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(sentence),
+                                torch.from_numpy(noise))
+
+    text = keras.layers.Layer()  # never called: the sentences are given
+    gan = model.OneStageGan(generator, discriminator, text, mismatch="shift", penalty_step="separate")
+    gan.compile(keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8),
+                keras.optimizers.Adam(4e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8))
+    gan.build_optimizers()
+    fake = generator([noise, sentence], training=True)
+    terms = gan.discriminator_step(tf.constant(images), tf.stop_gradient(fake), tf.constant(sentence))
+    ours = {name: float(value) for name, value in terms.items() if name != "d_loss"}
+    ours["g_loss"] = float(-tf.reduce_mean(discriminator([fake, sentence], training=True)))
+    assert expected["gradient_penalty"] > 1e-4 and expected["d_real"] != expected["d_fake"]  # every term alive
+    for name, value in expected.items():
+        # Two Adam steps make near-zero gradients unit steps, so float32 noise reaches the G loss: ~1e-5.
+        # A second D step left out moves it by 2.4e-4 (planted once).
+        np.testing.assert_allclose(ours[name], value, rtol=2e-4, atol=1e-6 if name != "g_loss" else 4e-5, err_msg=name)

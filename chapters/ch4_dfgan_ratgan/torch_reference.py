@@ -275,9 +275,10 @@ def dfgan_iteration(torch, networks, optimizer_pair, images, sentence, noise) ->
         d_real=error_real, d_fake=error_fake, d_mismatch=error_mismatch, gradient_penalty=penalty, g_loss=error_g).items()}
 
 
-def ratgan_iteration(torch, networks, optimizer_pair, images, sentence, noise) -> float:
+def ratgan_iteration(torch, networks, optimizer_pair, images, sentence, noise) -> dict[str, float]:
     """One RAT-GAN iteration (``main.py``): a hinge D step (mismatched: real[0:B−1] with s[1:B]), a second D step
-    on MA-GP with a fresh forward of the updated D, then the G step."""
+    on MA-GP with a fresh forward of the updated D, then the G step. Returns the hinge terms (before the first
+    D step), the MA-GP (between the two) and the G loss (after both), named as our training logs."""
     relu = torch.nn.functional.relu
     net_g, net_d = networks
     optimizer_g, optimizer_d = optimizer_pair
@@ -303,4 +304,5 @@ def ratgan_iteration(torch, networks, optimizer_pair, images, sentence, noise) -
     optimizer_d.zero_grad()
     error_g.backward()
     optimizer_g.step()
-    return float(error_g.detach())
+    return {name: float(value.detach()) for name, value in dict(
+        d_real=error_real, d_fake=error_fake, d_mismatch=error_mismatch, gradient_penalty=penalty, g_loss=error_g).items()}

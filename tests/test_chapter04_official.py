@@ -203,14 +203,29 @@ def test_imported_networks_equal_the_official_pytorch_ones_at_256(tmp_path):
     np.testing.assert_allclose(logits, expected_logits, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected_logits).max()))
 
 
+def our_iteration(generator, discriminator, images, sentence, noise, **gan_options) -> dict[str, float]:
+    """OneStageGan's iteration from given sentences and noise, with the official Adam settings: the D terms
+    of ``discriminator_step`` and the G loss after it, named as torch_reference's iterations return them."""
+    import keras
+    import tensorflow as tf
+
+    text = keras.layers.Layer()  # never called: the sentences are given
+    gan = model.OneStageGan(generator, discriminator, text, **gan_options)
+    gan.compile(keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8),
+                keras.optimizers.Adam(4e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8))
+    gan.build_optimizers()
+    fake = generator([noise, sentence], training=True)
+    terms = gan.discriminator_step(tf.constant(images), tf.stop_gradient(fake), tf.constant(sentence))
+    ours = {name: float(value) for name, value in terms.items() if name != "d_loss"}
+    ours["g_loss"] = float(-tf.reduce_mean(discriminator([fake, sentence], training=True)))
+    return ours
+
+
 def test_one_dfgan_iteration_equals_the_official_pytorch_one(tmp_path):
     """torch_reference.dfgan_iteration (the iteration --benchmark_pytorch times) and our OneStageGan compute the
     same iteration: from the same weights, images, sentences and noise, the D terms before the D step
     (hinge on real, rolled mismatched and fake pairs; MA-GP) and the G loss after it agree."""
     torch = pytest.importorskip("torch")
-    import keras
-    import tensorflow as tf
-
     from chapters.ch4_dfgan_ratgan.torch_reference import dfgan_iteration, optimizers
     from t2igan.torch_weights import read_state_dict
 
@@ -234,15 +249,7 @@ def test_one_dfgan_iteration_equals_the_official_pytorch_one(tmp_path):
                                torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(sentence),
                                torch.from_numpy(noise))
 
-    text = keras.layers.Layer()  # never called: the sentences are given
-    gan = model.OneStageGan(generator, discriminator, text, mismatch="roll", penalty_step="joint")
-    gan.compile(keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8),
-                keras.optimizers.Adam(4e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8))
-    gan.build_optimizers()
-    fake = generator([noise, sentence], training=True)
-    terms = gan.discriminator_step(tf.constant(images), tf.stop_gradient(fake), tf.constant(sentence))
-    ours = {name: float(value) for name, value in terms.items() if name != "d_loss"}
-    ours["g_loss"] = float(-tf.reduce_mean(discriminator([fake, sentence], training=True)))
+    ours = our_iteration(generator, discriminator, images, sentence, noise, mismatch="roll", penalty_step="joint")
     assert expected["gradient_penalty"] > 1e-4 and expected["d_real"] != expected["d_fake"]  # every term alive
     for name, value in expected.items():
         np.testing.assert_allclose(ours[name], value, rtol=2e-4, atol=1e-6, err_msg=name)
@@ -312,9 +319,6 @@ def test_one_ratgan_iteration_equals_the_official_pytorch_one(tmp_path):
     mismatch="shift", penalty_step="separate" compute the same iteration: the hinge terms before the first D
     step, the MA-GP from a fresh forward of the once-updated D, and the G loss after both D steps agree."""
     torch = pytest.importorskip("torch")
-    import keras
-    import tensorflow as tf
-
     from chapters.ch4_dfgan_ratgan.torch_reference import optimizers, ratgan_iteration
     from t2igan.torch_weights import read_state_dict
 
@@ -332,15 +336,8 @@ def test_one_ratgan_iteration_equals_the_official_pytorch_one(tmp_path):
                                 torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(sentence),
                                 torch.from_numpy(noise))
 
-    text = keras.layers.Layer()  # never called: the sentences are given
-    gan = model.OneStageGan(generator, discriminator, text, mismatch="shift", penalty_step="separate")
-    gan.compile(keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8),
-                keras.optimizers.Adam(4e-4, beta_1=0.0, beta_2=0.9, epsilon=1e-8))
-    gan.build_optimizers()
-    fake = generator([noise, sentence], training=True)
-    terms = gan.discriminator_step(tf.constant(images), tf.stop_gradient(fake), tf.constant(sentence))
-    ours = {name: float(value) for name, value in terms.items() if name != "d_loss"}
-    ours["g_loss"] = float(-tf.reduce_mean(discriminator([fake, sentence], training=True)))
+    ours = our_iteration(generator, discriminator, images, sentence, noise, mismatch="shift",
+                         penalty_step="separate")
     assert expected["gradient_penalty"] > 1e-4 and expected["d_real"] != expected["d_fake"]  # every term alive
     for name, value in expected.items():
         # Two Adam steps make near-zero gradients unit steps, so float32 noise reaches the G loss: ~1e-5.

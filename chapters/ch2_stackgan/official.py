@@ -124,40 +124,54 @@ def _same(value):
     return value
 
 
-def generator_entries(generator) -> list[tuple]:
-    """(official ``G_NET`` key, our variable, conversion) for every weight of a built TreeGenerator."""
-    entries = []
+def batch_norm_entries(prefix: str, norm, convert=_same) -> list[tuple]:
+    return [(f"{prefix}.{torch_name}", getattr(norm, keras_name), convert) for torch_name, keras_name in BATCH_NORM_KEYS]
 
-    def batch_norm(prefix, norm, convert=_same):
-        entries.extend((f"{prefix}.{torch_name}", getattr(norm, keras_name), convert)
-                       for torch_name, keras_name in BATCH_NORM_KEYS)
 
-    def conv(prefix, layer):
-        entries.append((f"{prefix}.weight", layer.kernel, conv_kernel))
+def conv_entry(prefix: str, layer) -> tuple:
+    return (f"{prefix}.weight", layer.kernel, conv_kernel)
 
+
+def first_stage_entries(generator) -> list[tuple]:
+    """``ca_net`` and ``h_net1``: CA's fc, the fc + BN (features permuted, :func:`fc_order`), the upsamplings."""
     order = fc_order(generator.start_width)
-    entries += [("ca_net.fc.weight", generator.ca.fc.kernel, dense_kernel), ("ca_net.fc.bias", generator.ca.fc.bias, _same),
-                ("h_net1.fc.0.weight", generator.fc.kernel, lambda value: dense_kernel(value)[:, order])]
-    batch_norm("h_net1.fc.1", generator.fc_norm, lambda value: value[order])
+    entries = [("ca_net.fc.weight", generator.ca.fc.kernel, dense_kernel), ("ca_net.fc.bias", generator.ca.fc.bias, _same),
+               ("h_net1.fc.0.weight", generator.fc.kernel, lambda value: dense_kernel(value)[:, order])]
+    entries += batch_norm_entries("h_net1.fc.1", generator.fc_norm, lambda value: value[order])
     for i, up in enumerate(generator.first_ups, start=1):
-        conv(f"h_net1.upsample{i}.1", up.conv)
-        batch_norm(f"h_net1.upsample{i}.2", up.norm)
-    for k, (join, residuals, up) in enumerate(zip(generator.joins, generator.residuals, generator.next_ups), start=2):
-        conv(f"h_net{k}.jointConv.0", join.conv)
-        batch_norm(f"h_net{k}.jointConv.1", join.norm)
-        for r, block in enumerate(residuals):
-            conv(f"h_net{k}.residual.{r}.block.0", block.join.conv)
-            batch_norm(f"h_net{k}.residual.{r}.block.1", block.join.norm)
-            conv(f"h_net{k}.residual.{r}.block.3", block.conv)
-            batch_norm(f"h_net{k}.residual.{r}.block.4", block.norm)
-        conv(f"h_net{k}.upsample.1", up.conv)
-        batch_norm(f"h_net{k}.upsample.2", up.norm)
-    for k, head in enumerate(generator.to_images, start=1):
-        conv(f"img_net{k}.img.0", head)
+        entries += [conv_entry(f"h_net1.upsample{i}.1", up.conv), *batch_norm_entries(f"h_net1.upsample{i}.2", up.norm)]
     return entries
 
 
-def _official_shape(variable) -> tuple:
+def residual_entries(prefix: str, residuals) -> list[tuple]:
+    """A later stage's residual blocks (``h_netK.residual.R.block``: conv, BN, GLU, conv, BN)."""
+    entries = []
+    for r, block in enumerate(residuals):
+        entries += [conv_entry(f"{prefix}.residual.{r}.block.0", block.join.conv),
+                    *batch_norm_entries(f"{prefix}.residual.{r}.block.1", block.join.norm),
+                    conv_entry(f"{prefix}.residual.{r}.block.3", block.conv),
+                    *batch_norm_entries(f"{prefix}.residual.{r}.block.4", block.norm)]
+    return entries
+
+
+def upsample_entries(prefix: str, up) -> list[tuple]:
+    return [conv_entry(f"{prefix}.upsample.1", up.conv), *batch_norm_entries(f"{prefix}.upsample.2", up.norm)]
+
+
+def image_entries(generator) -> list[tuple]:
+    return [conv_entry(f"img_net{k}.img.0", head) for k, head in enumerate(generator.to_images, start=1)]
+
+
+def generator_entries(generator) -> list[tuple]:
+    """(official ``G_NET`` key, our variable, conversion) for every weight of a built TreeGenerator."""
+    entries = first_stage_entries(generator)
+    for k, (join, residuals, up) in enumerate(zip(generator.joins, generator.residuals, generator.next_ups), start=2):
+        entries += [conv_entry(f"h_net{k}.jointConv.0", join.conv), *batch_norm_entries(f"h_net{k}.jointConv.1", join.norm)]
+        entries += residual_entries(f"h_net{k}", residuals) + upsample_entries(f"h_net{k}", up)
+    return entries + image_entries(generator)
+
+
+def official_shape(variable) -> tuple:
     shape = tuple(variable.shape)
     if len(shape) == 4:                     # conv HWIO → OIHW
         return (shape[3], shape[2], shape[0], shape[1])
@@ -167,7 +181,7 @@ def _official_shape(variable) -> tuple:
 
 
 def expected_shapes(entries) -> dict[str, tuple]:
-    return {key: _official_shape(variable) for key, variable, _ in entries}
+    return {key: official_shape(variable) for key, variable, _ in entries}
 
 
 def load_generator(generator, state: dict[str, np.ndarray], path: str) -> None:

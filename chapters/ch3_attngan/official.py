@@ -52,7 +52,7 @@ in both frameworks, so channel order carries over. The concatenations have the s
 the fc, [h, context] before the residual blocks). The one reordering: the official fc output is GLU-ed as
 a flat vector and then *viewed* as (C, 4, 4), feature c·16 + y·4 + x, while ours is reshaped to
 (4, 4, C), feature (y·4 + x)·C + c; so within each GLU half the fc's columns and BatchNorm1d's features
-are permuted (:func:`fc_order`).
+are permuted (chapter 2's ``fc_order``).
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ import sys
 
 import numpy as np
 
-from chapters.ch2_stackgan.official import fc_order  # the same first-stage block as StackGAN++'s
+from chapters.ch2_stackgan import official as stackgan  # the same first stage, residuals and upsampling as StackGAN++'s
 from t2igan.errors import UserError
 from t2igan import torch_weights
 from t2igan.training.run import IMPORTED, refuse_imported_run  # noqa: F401  (refuse_imported_run: for __main__)
-from t2igan.torch_weights import BATCH_NORM_KEYS, check_state, conv_kernel, dense_kernel, sha256, without_counters
+from t2igan.torch_weights import check_state, conv_kernel, dense_kernel, sha256, without_counters
 
 ATTNGAN_README = "https://github.com/taoxugit/AttnGAN#readme"
 #: The AttnGAN data sets whose released DAMSM and vocabulary go together (words, file names).
@@ -325,49 +325,20 @@ def check_configuration(found: dict, config: dict, path: str, text_dim: int) -> 
 
 
 def _entries(generator):
-    """(official key, our variable, conversion) for every weight of a built generator."""
-    entries = []
-
-    def batch_norm(prefix, norm, order=None):
-        for torch_name, keras_name in BATCH_NORM_KEYS:
-            entries.append((f"{prefix}.{torch_name}", getattr(norm, keras_name),
-                            (lambda v: v) if order is None else (lambda v, o=order: v[o])))
-
-    def conv(key, layer):
-        entries.append((key, layer.kernel, conv_kernel))
-
-    order = fc_order(generator.start_width)
-    entries.append(("ca_net.fc.weight", generator.ca.fc.kernel, dense_kernel))
-    entries.append(("ca_net.fc.bias", generator.ca.fc.bias, lambda v: v))
-    entries.append(("h_net1.fc.0.weight", generator.fc.kernel, lambda v: dense_kernel(v)[:, order]))
-    batch_norm("h_net1.fc.1", generator.fc_norm, order)
-    for i, up in enumerate(generator.first_ups, start=1):
-        conv(f"h_net1.upsample{i}.1.weight", up.conv)
-        batch_norm(f"h_net1.upsample{i}.2", up.norm)
+    """(official key, our variable, conversion) for every weight of a built generator: StackGAN++'s key map
+    (chapter 2), with each later stage's ``jointConv`` replaced by the attention's 1×1 ``conv_context``."""
+    entries = stackgan.first_stage_entries(generator)
     for k, (attention, residuals, up) in enumerate(zip(generator.attentions, generator.residuals,
                                                        generator.next_ups), start=2):
         entries.append((f"h_net{k}.att.conv_context.weight", attention.project.kernel, lambda v: dense_kernel(v[:, :, 0, 0])))
-        for r, block in enumerate(residuals):
-            conv(f"h_net{k}.residual.{r}.block.0.weight", block.join.conv)
-            batch_norm(f"h_net{k}.residual.{r}.block.1", block.join.norm)
-            conv(f"h_net{k}.residual.{r}.block.3.weight", block.conv)
-            batch_norm(f"h_net{k}.residual.{r}.block.4", block.norm)
-        conv(f"h_net{k}.upsample.1.weight", up.conv)
-        batch_norm(f"h_net{k}.upsample.2", up.norm)
-    for k, head in enumerate(generator.to_images, start=1):
-        conv(f"img_net{k}.img.0.weight", head)
-    return entries
+        entries += stackgan.residual_entries(f"h_net{k}", residuals) + stackgan.upsample_entries(f"h_net{k}", up)
+    return entries + stackgan.image_entries(generator)
 
 
 def _official_shape(key: str, variable) -> tuple:
-    shape = tuple(variable.shape)
-    if len(shape) == 4:                                   # conv HWIO → OIHW
-        return (shape[3], shape[2], shape[0], shape[1])
     if key.endswith("conv_context.weight"):               # Dense (nef, ngf) ← 1×1 conv (ngf, nef, 1, 1)
-        return (shape[1], shape[0], 1, 1)
-    if len(shape) == 2:                                   # Dense (in, out) → Linear (out, in)
-        return (shape[1], shape[0])
-    return shape
+        return (variable.shape[1], variable.shape[0], 1, 1)
+    return stackgan.official_shape(variable)
 
 
 def state_shapes(generator) -> dict[str, tuple]:
@@ -381,10 +352,9 @@ def load_generator(generator, state: dict[str, np.ndarray], path: str) -> None:
         raise ValueError("Build the generator (call it once) before loading weights into it.")
     if len(generator.first_ups) != 4:
         raise UserError(f"{path}: the official generators start at 64 px (base_size 64); this generator does not.")
-    entries = _entries(generator)
-    check_state(state, {key: _official_shape(key, variable) for key, variable, _ in entries}, path, WHAT,
+    check_state(state, state_shapes(generator), path, WHAT,
                 "Check that the run's settings match the file (PROFILE=paper, DATASET=birds or coco).")
-    for key, variable, convert in entries:
+    for key, variable, convert in _entries(generator):
         variable.assign(convert(np.asarray(state[key], np.float32)))
 
 

@@ -44,7 +44,8 @@ VARIANT_V1 = dict(captions_per_sample=4, learning_rate_decay_every_epochs=50, em
 PROFILES["course"] = dict(
     PROFILES["paper"], **_text("course"),
     # Two stages, 16 → 32 px, half the paper's G width and a quarter of its D width:
-    # 0.1–0.27 s per step on 2 CPU cores (by CPU), 6,000 steps in 10–18 minutes. 30 epochs, not 22:
+    # 0.1–0.27 s per step on 2 CPU cores (by CPU): 6,000 steps took 10–12.5 min on one such CPU and are
+    # estimated at ≈ 17.5 min on a slower one (README §9). 30 epochs, not 22:
     # colour was still rising at epoch 22 (README §9, generator version 3).
     base_size=16, stages=2, image_size=32, batch_size=32, epochs=30, steps_per_epoch=200,
     generator_width=32, discriminator_width=16,

@@ -54,7 +54,8 @@ import numpy as np
 
 from t2igan.errors import UserError
 from t2igan.training.run import IMPORTED, refuse_imported_run  # noqa: F401  (for __main__)
-from t2igan.torch_weights import BATCH_NORM_KEYS, check_state, conv_kernel, dense_kernel, without_counters
+from t2igan.torch_weights import (BATCH_NORM_KEYS, check_state, conv_kernel, dense_kernel, torch_shape,
+                                 without_counters)
 
 WHAT = "StackGAN++'s birds generator (a G_NET state dict of hanzhanggit/StackGAN-v2, e.g. netG_210000.pth)"
 ARCHITECTURE = ("hanzhanggit/StackGAN-v2 code/model.py G_NET (CA_NET, INIT_STAGE_G, NEXT_STAGE_G, GET_IMAGE_G) "
@@ -171,17 +172,8 @@ def generator_entries(generator) -> list[tuple]:
     return entries + image_entries(generator)
 
 
-def official_shape(variable) -> tuple:
-    shape = tuple(variable.shape)
-    if len(shape) == 4:                     # conv HWIO → OIHW
-        return (shape[3], shape[2], shape[0], shape[1])
-    if len(shape) == 2:                     # Dense (in, out) → Linear (out, in)
-        return (shape[1], shape[0])
-    return shape
-
-
 def expected_shapes(entries) -> dict[str, tuple]:
-    return {key: official_shape(variable) for key, variable, _ in entries}
+    return {key: torch_shape(variable) for key, variable, _ in entries}
 
 
 def load_generator(generator, state: dict[str, np.ndarray], path: str) -> None:

@@ -69,7 +69,7 @@ from chapters.ch2_stackgan import official as stackgan  # the same first stage, 
 from t2igan.errors import UserError
 from t2igan import torch_weights
 from t2igan.training.run import IMPORTED, refuse_imported_run  # noqa: F401  (refuse_imported_run: for __main__)
-from t2igan.torch_weights import check_state, conv_kernel, dense_kernel, sha256, without_counters
+from t2igan.torch_weights import check_state, conv_kernel, dense_kernel, sha256, torch_shape, without_counters
 
 ATTNGAN_README = "https://github.com/taoxugit/AttnGAN#readme"
 #: The AttnGAN data sets whose released DAMSM and vocabulary go together (words, file names).
@@ -338,7 +338,7 @@ def _entries(generator):
 def _official_shape(key: str, variable) -> tuple:
     if key.endswith("conv_context.weight"):               # Dense (nef, ngf) ← 1×1 conv (ngf, nef, 1, 1)
         return (variable.shape[1], variable.shape[0], 1, 1)
-    return stackgan.official_shape(variable)
+    return torch_shape(variable)
 
 
 def state_shapes(generator) -> dict[str, tuple]:

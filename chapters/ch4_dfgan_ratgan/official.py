@@ -58,7 +58,7 @@ from __future__ import annotations
 import numpy as np
 
 from t2igan.errors import UserError
-from t2igan.torch_weights import check_state, conv_kernel, dense_kernel, without_counters
+from t2igan.torch_weights import check_state, conv_kernel, dense_kernel, torch_shape, without_counters
 
 PARTS = ("netG", "netD", "netC")
 WHAT = "a DF-GAN checkpoint of the CVPR 2022 code (tobran/DF-GAN: model.netG / netD / netC)"
@@ -162,14 +162,11 @@ def discriminator_entries(discriminator) -> tuple[list[tuple], list[tuple], dict
 
 
 def _official_shape(key: str, variable) -> tuple:
-    shape = tuple(variable.shape)
     if key.endswith(("lstm.W", "lstm.U")):  # CustomLSTM computes x·W as Keras does: no transpose
-        return shape
-    if len(shape) == 4:                     # conv HWIO → OIHW
-        return (shape[3], shape[2], shape[0], shape[1])
-    if len(shape) == 2:                     # Dense (in, out) → Linear (out, in)
-        return (shape[1], shape[0])
-    return (1,) if key.endswith(".gamma") else shape
+        return tuple(variable.shape)
+    if key.endswith(".gamma"):              # the scalar gate of DF-GAN's fusion blocks: a (1,) parameter
+        return (1,)
+    return torch_shape(variable)
 
 
 def expected_shapes(entries) -> dict[str, tuple]:

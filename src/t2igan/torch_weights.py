@@ -1,7 +1,7 @@
 """Reading PyTorch weights without a PyTorch model: what every importer of official checkpoints shares.
 
 The FID Inception (``t2igan.metrics.inception``) and the chapters' importers of released checkpoints
-(chapter 3's AttnGAN and DAMSM) all
+(chapter 2's StackGAN++, chapter 3's AttnGAN and DAMSM, chapter 4's DF-GAN and RAT-GAN) all
 
 1. read a PyTorch state dict: ``.pth`` with torch (``weights_only=True``), or the ``.npz`` that
    ``convert`` writes, so that torch is needed once, anywhere;
@@ -123,6 +123,17 @@ def conv_kernel(weight: np.ndarray) -> np.ndarray:
 def dense_kernel(weight: np.ndarray) -> np.ndarray:
     """PyTorch Linear weight (out, in) → Keras kernel (in, out)."""
     return np.transpose(weight)
+
+
+def torch_shape(variable) -> tuple:
+    """The shape PyTorch stores for a Keras variable: the inverse of ``conv_kernel`` and ``dense_kernel``
+    (conv HWIO → OIHW, Dense (in, out) → Linear (out, in)); vectors keep theirs."""
+    shape = tuple(variable.shape)
+    if len(shape) == 4:
+        return (shape[3], shape[2], shape[0], shape[1])
+    if len(shape) == 2:
+        return (shape[1], shape[0])
+    return shape
 
 
 def main(argv: list[str] | None = None) -> int:

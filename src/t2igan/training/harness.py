@@ -208,7 +208,11 @@ def example_class_ids(examples) -> np.ndarray:
 
 # --------------------------------------------------------------------------- training
 def adam(config: dict, steps_per_data_epoch: int, rate: float, mixed_precision: bool = False):
-    """The profile's Adam (β1, β2; a staircase decay every ``learning_rate_decay_every_epochs`` when set)."""
+    """The profile's Adam (β1, β2; a staircase decay every ``learning_rate_decay_every_epochs`` when set).
+
+    The decay counts passes over the training set (``steps_per_data_epoch`` steps), as the papers' epochs
+    do, not the profile's epochs, which are shorter when ``steps_per_epoch`` caps them.
+    """
     import keras
 
     decay_epochs = config.get("learning_rate_decay_every_epochs", 0)

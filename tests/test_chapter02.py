@@ -77,3 +77,18 @@ def test_birds_mini_smoke_runs(shared_data, workspace, variant, replicas):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Missing images" in result.stdout and "train 60" in result.stdout
     assert f"{replicas} replica(s)" in result.stderr
+
+
+def test_course_variants_resolve_their_own_schedules():
+    """v2's course trains 20 epochs with EMA 0.99 (README §9); v1 keeps its 30 epochs and no EMA,
+    and ``--epochs`` still wins over the variant's value."""
+    from chapters.ch2_stackgan.profiles import PROFILES, variant_settings
+    from t2igan.config import resolve_config
+
+    def resolved(variant, epochs=None):
+        return resolve_config(PROFILES, "course", "shapes", [], epochs, variant_settings(variant, "course"))
+
+    assert (resolved("v2")["epochs"], resolved("v2")["ema_decay"]) == (20, 0.99)
+    assert (resolved("v1")["epochs"], resolved("v1")["ema_decay"], resolved("v1")["stage_one_epochs"]) == (30, 0.0, 10)
+    assert resolved("v1", epochs=12)["epochs"] == 12
+    assert resolve_config(PROFILES, "paper", "shapes", [], None, variant_settings("v2", "paper"))["ema_decay"] == 0.999

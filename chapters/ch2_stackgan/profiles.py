@@ -46,7 +46,7 @@ PROFILES["course"] = dict(
     # Two stages, 16 → 32 px, half the paper's G width and a quarter of its D width:
     # 0.1–0.29 s per step on 2 CPU cores (AVX-512 or AVX2 only). 20 epochs (4,000 steps) with an EMA of
     # ≈ 100 steps (0.99, the paper's 0.999 averages ≈ 1,000): two seeds as good as 30 epochs at 0.999,
-    # and 19.5 / 21.4 min on the slower CPU, where 30 epochs took 31 (README §9).
+    # and 19.5 / 21.4 min on the slower CPU, where 30 epochs took 28–31 (README §9).
     base_size=16, stages=2, image_size=32, batch_size=32, epochs=20, steps_per_epoch=200,
     generator_width=32, discriminator_width=16, ema_decay=0.99,
     stage_one_epochs=10, v1_generator_width=16, v1_residual_blocks=2,

@@ -29,10 +29,13 @@ from conftest import ROOT, free_ports, run_chapter, smoke_args, time_limit
 SAME_REPLICAS_TOLERANCE = 1e-5
 
 #: Against one process with one replica, the sums over replicas and over examples are added in another order.
-#: The first step's losses agree to 1e-5, the fourth's to 1e-3 relative (measured: 1.2e-4). The weights are
-#: not compared: Adam moves a weight whose gradient is float noise (a bias before BatchNorm) by ±lr each step
-#: whatever the noise, so weights differ by up to 2 × lr × steps in any pair of runs, right or wrong.
-FIRST_STEP_TOLERANCE, LATER_STEPS_RELATIVE = 1e-5, 1e-3
+#: The first step's losses agree to 1e-4 relative: that pins the scaling by the global batch (a factor of 2
+#: off would be 1). Its G loss, computed after D's first update, is the first to carry the drift (measured:
+#: 1.6e-5 relative on an AVX2-only CPU). Later steps drift apart by chance: Adam moves a weight whose gradient is float noise (a bias before BatchNorm) by ±lr each step
+#: whatever the noise, so weights differ by up to 2 × lr × steps in any pair of runs, right or wrong, and the
+#: losses follow (fourth step measured: 1.2e-4 relative on an AVX-512 CPU, 1.6e-3 on an AVX2-only one). So
+#: later steps are held to 1e-2 only; the tight check of every step is against the same two replicas.
+FIRST_STEP_RELATIVE, LATER_STEPS_RELATIVE = 1e-4, 1e-2
 
 pytestmark = pytest.mark.slow  # make test-slow (and make test-all, CI): minutes of several processes each
 
@@ -102,8 +105,8 @@ CHAPTER_1 = "ch1_gan_int_cls"
 
 def test_chapter_1_on_two_workers_trains_as_one_process(workspace):
     """GAN-INT-CLS on two workers, from the text encoder the one-process run pretrained (the chief finds it in
-    the run folder, the other worker in its copy). Weights: equal to one process with the same two replicas;
-    losses of every step: equal to one process with one replica. (The char-CNN-RNN's DS-SJE loss compares the
+    the run folder, the other worker in its copy). Weights and the losses of every step: equal to one process
+    with the same two replicas; the first step's losses: equal to one process with one replica. (The char-CNN-RNN's DS-SJE loss compares the
     captions and images within each replica's share of a batch, so a pretraining on N replicas is another
     computation: the run logs a warning.)"""
     one = workspace / "ch1-one"
@@ -122,11 +125,14 @@ def test_chapter_1_on_two_workers_trains_as_one_process(workspace):
     assert_chief_only(two, [stderr for _, stderr in outcomes])
     largest = assert_same_weights(replicas / "checkpoints", two / "checkpoints")
     print(f"chapter 1: largest weight difference to one process of two replicas {largest:.2e}")
-    single, distributed = logged_losses(one), logged_losses(two)
-    assert sorted(single) == sorted(distributed) and all(len(values) == 4 for values in single.values())
+    single, same, distributed = logged_losses(one), logged_losses(replicas), logged_losses(two)
+    assert sorted(single) == sorted(same) == sorted(distributed) and all(len(v) == 4 for v in single.values())
     for tag in single:
-        np.testing.assert_allclose(distributed[tag][0], single[tag][0], atol=FIRST_STEP_TOLERANCE, err_msg=tag)
+        np.testing.assert_allclose(distributed[tag], same[tag], atol=SAME_REPLICAS_TOLERANCE, rtol=0, err_msg=tag)
+        np.testing.assert_allclose(distributed[tag][0], single[tag][0], rtol=FIRST_STEP_RELATIVE, err_msg=tag)
         np.testing.assert_allclose(distributed[tag], single[tag], rtol=LATER_STEPS_RELATIVE, err_msg=tag)
+        drift = np.abs(np.subtract(distributed[tag], single[tag]) / np.array(single[tag]))
+        print(f"chapter 1: {tag} relative difference to one replica by step {np.array2string(drift, precision=1)}")
     steps = json.loads((two / "metrics.json").read_text())["train"]["steps"]
     assert steps == json.loads((one / "metrics.json").read_text())["train"]["steps"] == 4
 

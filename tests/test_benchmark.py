@@ -3,6 +3,7 @@ its gradients and a matrix product are 2 × multiply-adds, counted from the grap
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from t2igan.training.benchmark import StepClock, bare_loop, graph_flops
@@ -56,6 +57,7 @@ def test_step_clock_splits_steps_from_epoch_end_work():
     assert np.isfinite(epoch["epoch_end"])
 
 
+@pytest.mark.slow  # a full smoke benchmark and three more runs of the CLI: make test-slow / test-all (CI)
 def test_time_steps_measures_a_chapter_instead_of_training_it(tmp_path):
     """``train --time_steps=N`` (make benchmark): the chapter's GAN is built as train builds it, timed, and
     recorded under metrics.json's "benchmark"; nothing is recorded as training; the table command reads it."""

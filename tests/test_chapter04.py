@@ -125,6 +125,7 @@ def test_birds_mini_on_two_replicas(shared_data, workspace):
     assert sampled.returncode == 2 and "this run has the plain head" in sampled.stderr  # not silently skipped
 
 
+@pytest.mark.slow  # the 256² benchmark command: make test-slow / test-all (CI)
 def test_benchmark_command_times_steps():
     result = run_chapter(CHAPTER, "benchmark", "--profile=smoke", "--benchmark_batch=2", "--benchmark_steps=1")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -236,7 +236,7 @@ eval: install
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(3, os.cpu_count() or 1))")
 # `make test`: every test but the `slow` ones, the everyday suite (8 min 43 s from a fresh clone on a 2-core AVX2-only CPU, 7 min 55 s of it tests). `make test-slow`: the
 # long end-to-end runs (real birds data on 2 replicas, multi-worker clusters, killed and NaN runs, the
-# variants beside each chapter's default). `make test-all` (CI, .ci/run): both in one session.
+# variants beside each chapter's default, the benchmark commands). `make test-all` (CI, .ci/run): both in one session.
 PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15
 test: install
 	$(PYTEST) -m "not slow" tests

@@ -92,3 +92,16 @@ def test_course_variants_resolve_their_own_schedules():
     assert (resolved("v1")["epochs"], resolved("v1")["ema_decay"], resolved("v1")["stage_one_epochs"]) == (30, 0.0, 10)
     assert resolved("v1", epochs=12)["epochs"] == 12
     assert resolve_config(PROFILES, "paper", "shapes", [], None, variant_settings("v2", "paper"))["ema_decay"] == 0.999
+
+
+@pytest.mark.slow  # one more smoke run, compiled with XLA: make test-slow / test-all (CI)
+def test_v2_trains_under_xla_to_the_losses_of_the_plain_graph(v2_run, workspace):
+    """``--jit_compile``: the whole train step compiles (the stage resize once had no XLA kernel) and trains to
+    the same losses as without XLA (float rounding aside)."""
+    run_dir = workspace / "v2_xla"
+    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir, "--jit_compile"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain, compiled = (json.loads((folder / "metrics.json").read_text())["train"]["final"] for folder in (v2_run, run_dir))
+    assert set(compiled) == set(plain)
+    for name, value in plain.items():
+        assert compiled[name] == pytest.approx(value, rel=2e-2, abs=1e-3), name

@@ -115,3 +115,31 @@ def test_colour_consistency_is_zero_for_equal_statistics_and_positive_otherwise(
     same = tf.image.resize(small, [16, 16], "nearest")  # same pixels, repeated: same mean and covariance
     assert float(tf.reduce_max(gan.colour_consistency([small, same]))) < 1e-5
     assert float(tf.reduce_min(gan.colour_consistency([small, same + 0.5]))) > 1.0
+
+
+def triangle_downsample_matrix(source, factor):
+    """NumPy from the formula: an antialiased bilinear downsample by an integer factor is a triangle filter
+    stretched by that factor (2: [1, 3, 3, 1] / 8), centred on each output pixel, renormalised at the borders."""
+    offsets = np.arange(2 * factor) - factor + 0.5  # input pixel centres around the output centre
+    weights = 1.0 - np.abs(offsets) / factor
+    matrix = np.zeros((source // factor, source))
+    for row in range(source // factor):
+        for offset, weight in zip(range(row * factor - factor // 2, row * factor + factor + factor // 2), weights):
+            if 0 <= offset < source:
+                matrix[row, offset] = weight
+    return matrix / matrix.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("source,target", [(64, 32), (64, 16), (32, 8)])
+def test_stage_resize_is_the_antialiased_triangle_filter_and_compiles_with_xla(source, target):
+    """The real image at each stage's size: the formula, TensorFlow's antialiased resize, and the same under XLA
+    (which has no kernel for that resize's own op, so ``--jit_compile`` once failed in chapters 2 and 3)."""
+    images = np.random.default_rng(0).uniform(-1, 1, (2, source, source, 3)).astype(np.float32)
+    matrix = triangle_downsample_matrix(source, source // target)
+    expected = np.einsum("ih,bhwc,jw->bijc", matrix, images, matrix)
+    eager = model.antialiased_resize(tf.constant(images), target).numpy()
+    compiled = tf.function(lambda x: model.antialiased_resize(x, target), jit_compile=True)(tf.constant(images)).numpy()
+    reference = tf.image.resize(images, [target, target], "bilinear", antialias=True).numpy()
+    np.testing.assert_allclose(eager, expected, atol=1e-6)
+    np.testing.assert_allclose(compiled, expected, atol=1e-6)
+    np.testing.assert_allclose(reference, expected, atol=1e-6)

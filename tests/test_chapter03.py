@@ -67,3 +67,17 @@ def test_birds_mini_with_the_official_vocabulary_on_two_replicas(shared_data, wo
     assert "Missing images" in result.stdout and "2 replica(s)" in result.stderr
     vocabulary = json.loads((run_dir / "text_encoder" / "vocabulary.json").read_text())["words"]
     assert len(vocabulary) == 5450 and vocabulary[0] == "<end>"
+
+
+@pytest.mark.slow  # one more smoke run, compiled with XLA: make test-slow / test-all (CI)
+def test_attngan_trains_under_xla_to_the_losses_of_the_plain_graph(smoke_run, workspace):
+    """``--jit_compile``: the train step with its DAMSM loss compiles (chapter 2's stage resize once had no XLA
+    kernel) and trains to the same losses as without XLA (float rounding aside)."""
+    run_dir = workspace / "run_xla"
+    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir, "--set=metrics_every_epochs=2", "--jit_compile"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    plain, compiled = (json.loads((folder / "metrics.json").read_text())["train"]["final"]
+                       for folder in (smoke_run, run_dir))
+    assert set(compiled) == set(plain)
+    for name, value in plain.items():
+        assert compiled[name] == pytest.approx(value, rel=2e-2, abs=1e-3), name

@@ -17,9 +17,11 @@ Official hyperparameters live in ``profiles.py`` (profile ``paper``).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -114,10 +116,29 @@ class Discriminators(keras.Model):
         return [d([x, condition], training=training) for d, x in zip(self.stages, images)]
 
 
+@functools.lru_cache(maxsize=None)
+def antialiased_resize_matrix(source: int, target: int) -> np.ndarray:
+    """The ``[target, source]`` matrix of TensorFlow's antialiased bilinear resize along one axis: the resize of
+    each one-hot row (computed eagerly, once per pair of sizes)."""
+    with tf.init_scope():  # eager even while a tf.function traces: the matrix enters the graph as a constant
+        basis = tf.eye(source)[None, :, None, :]  # [1, source, 1, source]: one one-hot column per channel
+        return tf.image.resize(basis, [target, 1], "bilinear", antialias=True)[0, :, 0, :].numpy()
+
+
+def antialiased_resize(images, size):
+    """``tf.image.resize(images, size, "bilinear", antialias=True)`` as two matrix products (``size``: one int for a
+    square, or (height, width)). The resize is linear and separable, so the values are the same (float rounding
+    aside), and XLA compiles it, whereas it has no kernel for the op behind the antialiased resize
+    (ScaleAndTranslate): with it, ``--jit_compile`` works."""
+    target_height, target_width = (size, size) if isinstance(size, int) else tuple(size)
+    rows = tf.constant(antialiased_resize_matrix(images.shape[1], target_height), images.dtype)
+    columns = tf.constant(antialiased_resize_matrix(images.shape[2], target_width), images.dtype)
+    return tf.einsum("ih,bhwc,jw->bijc", rows, images, columns)
+
+
 def resize_to_stages(images, sizes):
     """The real (or wrong) image at every stage's size (official: PIL resizes of the 256 crop)."""
-    return [images if images.shape[1] == size else tf.image.resize(images, [size, size], "bilinear", antialias=True)
-            for size in sizes]
+    return [images if images.shape[1] == size else antialiased_resize(images, size) for size in sizes]
 
 
 # ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from keras import layers
 from chapters.ch3_attngan.damsm import (DamsmImageEncoder, DamsmPretrainer, DamsmTextEncoder, caption_to_image_top1, cosine,
                           matching_cross_entropy, word_attention)
 from chapters.ch3_attngan import model as attngan
+from chapters.ch2_stackgan.model import antialiased_resize
 from chapters.ch4_dfgan_ratgan import model as dfgan
 from t2igan.layers import same_class
 NEGATIVE_INFINITY = float("-inf")
@@ -362,7 +363,7 @@ class VlmTerms:
         fake = tf.cast(fake, tf.float32)
         real = tf.cast(batch["image"], tf.float32)
         if real.shape[1] != fake.shape[1]:  # the real image at the last-stage resolution (U11), as chapter 2 resizes
-            real = tf.image.resize(real, list(fake.shape[1:3]), "bilinear", antialias=True)
+            real = antialiased_resize(real, fake.shape[1:3])  # bilinear, antialiased; XLA compiles it
         lengths = batch["caption_length"]
         words, sentence = self.vlm_text_encoder([batch["caption_ids"], lengths], training=False)
         words, sentence = tf.stop_gradient(words), tf.stop_gradient(sentence)

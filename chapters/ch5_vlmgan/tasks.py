@@ -782,7 +782,7 @@ VLM_PLUGIN = Task(
         "VlmTerms.vlm_terms": """λ1 = self.vvm_weight, λ2 = self.vlm_weight. When both are 0: return (zeros (B,), {}) without
 running the VLM. Otherwise, with (γ1, γ2, γ3) = self.vlm_gammas: cast fake and batch["image"] to float32;
 when their heights differ, resize the real image to the generated one's (height, width), bilinear with
-antialias=True.
+antialias=True (chapter 2's antialiased_resize(images, (height, width)) gives it in a form XLA compiles).
 Text: words, sentence = self.vlm_text_encoder([caption_ids, caption_length], training=False), both
 gradient-stopped; word_mask = tf.sequence_mask(caption_length, T).
 Images: self.vlm_image_encoder(self.to_vlm_size(·), training=False) of the fake and of the real images
@@ -814,7 +814,7 @@ Return (λ2·L_VLM + λ1·L_VVM (B,), logs) with the keys of VLM_GROUPS: "vlm", 
         Mutation("no zero-weight shortcut", "        if not (self.vvm_weight or self.vlm_weight):\n"
                  "            return tf.zeros([tf.shape(fake)[0]], tf.float32), {}\n", ""),
         Mutation("real image not brought to x̂'s resolution",
-                 "            real = tf.image.resize(real, list(fake.shape[1:3]), \"bilinear\", antialias=True)\n",
+                 "            real = antialiased_resize(real, fake.shape[1:3])  # bilinear, antialiased; XLA compiles it\n",
                  "            pass\n"),
         Mutation("x̂ not resized for the VLM", "self.vlm_image_encoder(self.to_vlm_size(fake), training=False)",
                  "self.vlm_image_encoder(fake, training=False)"),

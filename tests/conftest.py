@@ -58,6 +58,20 @@ def smoke_args(workspace, run_dir, *extra) -> list[str]:
     return ["--profile=smoke", f"--run_dir={run_dir}", f"--data_root={workspace / 'data'}", *extra]
 
 
+def assert_same_final_losses(expected_run, run, relative=2e-2, absolute=1e-3):
+    """Both run folders' metrics.json hold the same quantities under train.final, with the same values up to float
+    rounding (e.g. one run compiled with XLA)."""
+    import json
+
+    import pytest
+
+    expected, actual = (json.loads((folder / "metrics.json").read_text())["train"]["final"]
+                        for folder in (expected_run, run))
+    assert set(actual) == set(expected)
+    for name, value in expected.items():
+        assert actual[name] == pytest.approx(value, rel=relative, abs=absolute), name
+
+
 def tensorboard_tags(run_dir, folder: str = "train") -> set[str]:
     """Every summary tag written under ``run_dir/logs/folder``."""
     import glob

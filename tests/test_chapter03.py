@@ -6,7 +6,7 @@ import json
 import pytest
 import tensorflow as tf
 
-from conftest import run_chapter, smoke_args as common, tensorboard_tags as tags_of
+from conftest import assert_same_final_losses, run_chapter, smoke_args as common, tensorboard_tags as tags_of
 
 CHAPTER = "ch3_attngan"
 
@@ -76,8 +76,4 @@ def test_attngan_trains_under_xla_to_the_losses_of_the_plain_graph(smoke_run, wo
     run_dir = workspace / "run_xla"
     result = run_chapter(CHAPTER, "train", *common(workspace, run_dir, "--set=metrics_every_epochs=2", "--jit_compile"))
     assert result.returncode == 0, result.stderr[-3000:]
-    plain, compiled = (json.loads((folder / "metrics.json").read_text())["train"]["final"]
-                       for folder in (smoke_run, run_dir))
-    assert set(compiled) == set(plain)
-    for name, value in plain.items():
-        assert compiled[name] == pytest.approx(value, rel=2e-2, abs=1e-3), name
+    assert_same_final_losses(smoke_run, run_dir)

@@ -151,6 +151,18 @@ def test_nan_losses_stop_training_and_keep_the_last_good_checkpoint(smoke_run, w
     assert (run_dir / "config.json").read_text() == config_before
 
 
+def test_a_diverged_pretraining_stops_and_keeps_no_encoder(workspace):
+    """A NaN in the text encoder's pretraining (here an absurd rate) stops it with exit code 3 and the loss's
+    name, and saves nothing: the encoder with NaN weights was once kept (its retrieval top-1 still reads a
+    number) and the GAN then failed at its first step. One guard serves chapters 1, 3 and 5
+    (``t2igan.training.pretrain``)."""
+    run_dir = workspace / "nan-pretraining"
+    result = run_chapter(CHAPTER, "pretrain", *common(workspace, run_dir), "--set=pretrain_learning_rate=1e30")
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "sje_loss became nan" in result.stderr and "Traceback" not in result.stderr
+    assert not (run_dir / "text_encoder").exists() and not (run_dir / "config.json").exists()
+
+
 @pytest.mark.slow
 def test_killed_training_resumes_from_the_last_checkpoint(workspace):
     run_dir = workspace / "killed"

@@ -131,3 +131,52 @@ def test_a_variant_applies_its_settings_except_what_the_user_set():
                             variant_settings={"batch_size": 64, "learning_rate": 0.5})
     assert config["batch_size"] == 32 and config["learning_rate"] == 0.5
     assert config.user_set == {"batch_size"}
+
+
+@pytest.mark.parametrize("profile, flag, compiled", [
+    ("course", None, True), ("course", False, False), ("smoke", None, False), ("smoke", True, True),
+    ("paper", None, False),
+])
+def test_xla_is_the_course_profiles_default_and_the_flag_overrides_it(tmp_path, profile, flag, compiled):
+    """``jit_compile`` (a shared setting): on for course, off for smoke and paper; ``--jit_compile`` /
+    ``--nojit_compile`` (``options.jit_compile`` True / False; None when not given) override the profile, and the
+    GAN's train step is compiled (or not) as config.json says."""
+    import types
+
+    from chapters.ch1_gan_int_cls.__main__ import build_gan
+    from chapters.ch1_gan_int_cls.profiles import PROFILES as CHAPTER_1
+    from t2igan.training import harness
+
+    options = types.SimpleNamespace(distribution="default", cpu_replicas=0, run_dir=str(tmp_path / "run"),
+                                    dataset="shapes", profile=profile, set=["image_size=16", "generator_width=4",
+                                                                            "discriminator_width=4"],
+                                    epochs=None, seed=0, data_dir=None, metadata_dir=None, mixed_precision=False,
+                                    jit_compile=flag)
+    strategy, run, config = harness.start_training("ch1_gan_int_cls", options, CHAPTER_1)
+    try:
+        assert config["jit_compile"] is compiled
+        gan, *_ = harness.build_for_training(strategy, run, config, lambda: build_gan(config), 1)
+        assert bool(gan.jit_compile) is compiled
+    finally:
+        run.unlock()
+
+
+def test_xla_stays_off_for_several_replicas_on_cpus_and_says_so(caplog):
+    """One XLA cluster cannot hold the variables of several CPU devices (``--cpu_replicas=2 --jit_compile`` failed
+    with "Trying to access resource … located in device CPU:1 from device CPU:0"): the profile's default is turned
+    off with a warning, an explicit ``--jit_compile`` is refused in one sentence; one replica keeps it."""
+    import logging
+    import types
+
+    from t2igan.config import Config
+    from t2igan.training.harness import _check_jit_compile
+
+    two, one = types.SimpleNamespace(num_replicas_in_sync=2), types.SimpleNamespace(num_replicas_in_sync=1)
+    config = Config(jit_compile=True)
+    _check_jit_compile(config, one)
+    assert config["jit_compile"] is True
+    with caplog.at_level(logging.WARNING):
+        _check_jit_compile(config, two)
+    assert config["jit_compile"] is False and "XLA off" in caplog.text
+    with pytest.raises(UserError, match="drop --jit_compile"):
+        _check_jit_compile(Config(jit_compile=True, user_set=frozenset({"jit_compile"})), two)

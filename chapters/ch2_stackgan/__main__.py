@@ -92,7 +92,7 @@ def train_phase(options, strategy, run, config, index, embeddings, build, image_
     steps_per_epoch = harness.steps_per_epoch(config, len(images), batch_size)
     gan, optimizers, checkpointer, initial_epoch = harness.build_for_training(
         strategy, run, config, build, len(images) // batch_size, folder=folder,
-        jit_compile=options.jit_compile, mixed_precision=options.mixed_precision)
+        mixed_precision=options.mixed_precision)
     if getattr(gan, "stage_one", None) is not None:
         restore_stage_one(run, gan)
     if harness.already_trained(folder, epochs, initial_epoch):

@@ -71,7 +71,7 @@ def train(options):
     steps_per_epoch = harness.steps_per_epoch(config, len(images), batch_size)
     gan, optimizers, checkpointer, initial_epoch = harness.build_for_training(
         strategy, run, config, lambda: build_gan(config, build_encoders()), len(images) // batch_size,
-        jit_compile=options.jit_compile, mixed_precision=options.mixed_precision)
+        mixed_precision=options.mixed_precision)
     if harness.already_trained(run.path, config["epochs"], initial_epoch):
         return
     dataset = make_dataset(images, harness.example_class_ids(index.train), table, global_batch_size=batch_size,

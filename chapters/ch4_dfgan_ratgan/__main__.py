@@ -88,7 +88,7 @@ def train(options):
     encoders = {}  # (text, image): the image encoder only scores R-precision during training
     gan, optimizers, checkpointer, initial_epoch = harness.build_for_training(
         strategy, run, config, lambda: build_gan(config, encoders.setdefault("damsm", build_encoders())[0]),
-        len(images) // batch_size, jit_compile=options.jit_compile, mixed_precision=options.mixed_precision)
+        len(images) // batch_size, mixed_precision=options.mixed_precision)
     if harness.already_trained(run.path, config["epochs"], initial_epoch):
         return
     dataset = make_dataset(images, harness.example_class_ids(index.train), damsm.id_table(index.train, vocabulary),
@@ -189,7 +189,8 @@ def benchmark(options):
         return sampling_cost(config, options.benchmark_batch, options.benchmark_steps)
     if options.benchmark_pytorch:
         return compare_with_pytorch(config, options.benchmark_batch, options.benchmark_steps)
-    time_steps(config, options.benchmark_batch, options.benchmark_steps, options.jit_compile)
+    jit_compile = config["jit_compile"] if options.jit_compile is None else options.jit_compile
+    time_steps(config, options.benchmark_batch, options.benchmark_steps, jit_compile)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,7 @@ def train(options):
         return build_gan(config, networks["damsm"], networks["vlm"])
 
     gan, optimizers, checkpointer, initial_epoch = harness.build_for_training(
-        strategy, run, config, build, len(images) // batch_size, jit_compile=options.jit_compile,
-        mixed_precision=options.mixed_precision)
+        strategy, run, config, build, len(images) // batch_size, mixed_precision=options.mixed_precision)
     if harness.already_trained(run.path, config["epochs"], initial_epoch):
         return
     dataset = make_dataset(images, harness.example_class_ids(index.train), damsm.id_table(index.train, vocabulary),

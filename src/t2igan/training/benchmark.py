@@ -191,7 +191,8 @@ TABLE_HEADER = ("| model | size, batch | GFLOP per step | ms per step | bare loo
 
 
 def table_row(result: dict) -> str:
-    return (f"| {result['title']} | {result['image_size']}², {result['batch_size']} | {result['gflops_per_step']:.2f} | "
+    title = result["title"] + (" (XLA)" if result.get("jit_compile") else "")  # the course profile compiles it
+    return (f"| {title} | {result['image_size']}², {result['batch_size']} | {result['gflops_per_step']:.2f} | "
             f"{result['course_ms_per_step']:.0f} | {result['bare_ms_per_step']:.0f} | {result['loop_over_bare']:.2f} | "
             f"{result['gflops_per_second']:.1f} | {max(result['peak_gflops_per_second'].values()):.0f} | "
             f"{100 * result['fraction_of_peak']:.1f} % |")
@@ -201,7 +202,8 @@ def report(result: dict) -> str:
     """The benchmark as a few lines, and its row for a chapter README's step-time table."""
     peaks = ", ".join(f"{name} {rate:.0f}" for name, rate in result["peak_gflops_per_second"].items())
     return "\n".join([
-        f"Benchmark of {result['title']} ({result['profile']}: {result['image_size']}² px, batch {result['batch_size']}):",
+        f"Benchmark of {result['title']} ({result['profile']}: {result['image_size']}² px, batch {result['batch_size']}, "
+        f"{'XLA' if result.get('jit_compile') else 'no XLA'}):",
         f"  {result['gflops_per_step']:.2f} GFLOP per training step (counted from its graph; "
         f"{100 * result.get('conv_and_matmul_share', 0):.0f} % in convolutions and matrix products)",
         f"  training loop: {result['loop_ms_per_step']:.0f} ms per step (median of {result['steps_timed']}), plus "

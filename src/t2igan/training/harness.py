@@ -52,6 +52,10 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     barrier(strategy)  # every worker has copied the run folder before the chief writes to it
     config = resolve_config(profiles, options.profile, options.dataset, options.set, options.epochs, variant_settings)
     config["seed"] = options.seed
+    if getattr(options, "jit_compile", None) is not None:  # --jit_compile / --nojit_compile: the profile's otherwise
+        config["jit_compile"] = options.jit_compile
+        config.user_set |= {"jit_compile"}
+    _check_jit_compile(config, strategy)
     # Where the data came from, so that sample/eval find it again without the flags.
     config.update(data_dir=options.data_dir, metadata_dir=options.metadata_dir)
     if adjust is not None:
@@ -67,6 +71,22 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     check_benchmark_folder(run, run.time_steps)
     _seed_and_precision(config["seed"], options.mixed_precision)
     return strategy, run, config
+
+
+def _check_jit_compile(config: Config, strategy) -> None:
+    """XLA compiles one device's step: with several replicas on CPUs (``--cpu_replicas``, or multi-worker
+    without GPUs) it cannot (a variable on another device), so the profile's default is turned off, and said;
+    asked for explicitly, it is refused."""
+    import tensorflow as tf
+
+    if not config.get("jit_compile") or strategy.num_replicas_in_sync == 1 or tf.config.list_logical_devices("GPU"):
+        return
+    if "jit_compile" in config.user_set:
+        raise UserError(f"--jit_compile cannot compile one step for {strategy.num_replicas_in_sync} replicas on CPUs "
+                        "(XLA keeps a step on one device): drop --jit_compile, or train on one device.")
+    logging.warning("XLA off (the profile's jit_compile): it cannot compile one step for %d replicas on CPUs.",
+                    strategy.num_replicas_in_sync)
+    config["jit_compile"] = False
 
 
 def check_benchmark_folder(run, time_steps: int) -> None:
@@ -226,8 +246,9 @@ def adam(config: dict, steps_per_data_epoch: int, rate: float, mixed_precision: 
 
 
 def build_for_training(strategy, run, config: dict, build: Callable, steps_per_data_epoch: int, *,
-                       jit_compile: bool = False, mixed_precision: bool = False, folder: str | None = None):
-    """Build the GAN and its two Adams in the strategy scope, then restore the last checkpoint.
+                       mixed_precision: bool = False, folder: str | None = None):
+    """Build the GAN and its two Adams in the strategy scope (its train step compiled with XLA where
+    ``config["jit_compile"]``), then restore the last checkpoint.
 
     Returns ``(gan, optimizers, checkpointer, initial_epoch)``; ``folder`` overrides ``run.checkpoints``.
     """
@@ -243,7 +264,7 @@ def build_for_training(strategy, run, config: dict, build: Callable, steps_per_d
         gan = build()
         optimizers = {name: adam(config, steps_per_data_epoch, config[f"learning_rate_{name}"], mixed_precision)
                       for name in ("generator", "discriminator")}
-        gan.compile(optimizers["generator"], optimizers["discriminator"], jit_compile=jit_compile)
+        gan.compile(optimizers["generator"], optimizers["discriminator"], jit_compile=config.get("jit_compile", False))
         gan.build_optimizers()
     objects = dict(generator=gan.generator, discriminator=gan.discriminator,
                    generator_optimizer=optimizers["generator"], discriminator_optimizer=optimizers["discriminator"])

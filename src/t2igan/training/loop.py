@@ -47,14 +47,22 @@ def step_function(strategy: tf.distribute.Strategy, step, jit_compile: bool = Fa
     ``tf.function`` (XLA when ``jit_compile``). Returns ``(on_batch, on_iterator)``: the same step taking a
     distributed batch, or taking the next batch of a distributed iterator (one call, no Python in between)."""
 
+    # autograph=False: no step uses Python control flow on tensors (it would fail to trace, loudly), and
+    # converting the steps' code cost ~4 s of every training process's start (measured, chapter 1 smoke).
+    # XLA: one replica compiles the whole step (what the README's step times measured); several compile the
+    # step each replica runs, as Keras does, since one XLA cluster cannot hold the variables of several
+    # devices (harness.start_training keeps XLA off for several replicas on CPUs, where that fails too).
+    several = strategy.num_replicas_in_sync > 1
+    replica_step = tf.function(step, jit_compile=True, reduce_retracing=True, autograph=False) \
+        if jit_compile and several else step
+
     def one_step(batch):
-        outputs = strategy.run(step, args=(batch,))
+        outputs = strategy.run(replica_step, args=(batch,))
         return tf.nest.map_structure(
             lambda value: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None), outputs)
 
-    # autograph=False: no step uses Python control flow on tensors (it would fail to trace, loudly), and
-    # converting the steps' code cost ~4 s of every training process's start (measured, chapter 1 smoke).
-    on_batch = tf.function(one_step, jit_compile=bool(jit_compile), reduce_retracing=True, autograph=False)
+    on_batch = tf.function(one_step, jit_compile=bool(jit_compile) and not several, reduce_retracing=True,
+                           autograph=False)
 
     @tf.function(autograph=False)
     def on_iterator(iterator):

@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from t2igan.training.loop import train
+from t2igan.training.run import NonFiniteLossError, is_finite_number
 
 
 def reset_optimizer_state(optimizer) -> None:
@@ -41,16 +42,47 @@ class EpochLearningRate(keras.callbacks.Callback):
         self.trained.optimizer.learning_rate.assign(self.rate(epoch))
 
 
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop at the first NaN/inf among a step's or an epoch's logs (validation included); ``error`` says where.
+    Encoders with NaN weights still score a retrieval top-1 (every similarity NaN ranks the first caption
+    first), so without this a diverged pretraining was kept and the GAN failed at its first step."""
+
+    def __init__(self):
+        super().__init__()
+        self.error: NonFiniteLossError | None = None
+        self.epoch = 0
+
+    def _check(self, logs, where: str) -> None:
+        for name, value in (logs or {}).items():
+            if self.error is None and not is_finite_number(value):
+                self.error = NonFiniteLossError(
+                    f"{name} became {float(value)} {where} of the pretraining. It stopped, and its encoders are not "
+                    "marked complete (the next command pretrains again): lower its learning rate or check the data.")
+                self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, f"at step {batch + 1} of epoch {self.epoch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, f"in epoch {epoch + 1}")
+
+
 class KeepBest(keras.callbacks.Callback):
     """Calls ``save()`` after every epoch whose ``metric`` (a validation log) beats the best so far;
-    ``best``, ``best_epoch`` (1-based) and ``best_logs`` describe the kept epoch."""
+    ``best``, ``best_epoch`` (1-based) and ``best_logs`` describe the kept epoch. Nothing is kept once
+    ``guard`` (a :class:`StopOnNonFinite` placed before it) has seen a NaN."""
 
-    def __init__(self, save: Callable[[], None], metric: str = "val_retrieval_top1"):
+    def __init__(self, save: Callable[[], None], metric: str = "val_retrieval_top1", guard: StopOnNonFinite | None = None):
         super().__init__()
-        self.save, self.metric = save, metric
+        self.save, self.metric, self.guard = save, metric, guard
         self.best, self.best_epoch, self.best_logs = -1.0, 0, {}
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.guard is not None and self.guard.error is not None:
+            return
         score = float((logs or {}).get(self.metric, -1.0))
         if score > self.best:
             self.best, self.best_epoch, self.best_logs = score, epoch + 1, dict(logs or {})
@@ -79,13 +111,16 @@ def pretrain_encoders(strategy, build: Callable[[], keras.Model], optimizer: Cal
         model.compile(optimizer=optimizer())
         model.optimizer.build(model.trainable_variables)  # slots inside the scope, before any replica step
         model.built = True
-    every_epoch = []
+    guard = StopOnNonFinite()
+    every_epoch = [guard]  # first: it sees a NaN before anything saves
     if epoch_learning_rate is not None:
         every_epoch.append(EpochLearningRate(model, epoch_learning_rate, reset_optimizer_each_epoch))
-    best = KeepBest(keep_best(model)) if keep_best is not None else None
+    best = KeepBest(keep_best(model), guard=guard) if keep_best is not None else None
     every_epoch += [best] if best is not None else []
     every_epoch += list(callbacks(model)) if callbacks is not None else []
     every_epoch.append(keras.callbacks.TensorBoard(os.path.join(log_dir), write_graph=False))
     history = train(model, dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=validation,
                     callbacks=every_epoch, verbose=verbose)
+    if guard.error is not None:
+        raise guard.error
     return model, history, best

@@ -67,7 +67,7 @@ help:
 	@echo "make chapter4-train   [VARIANT=ratgan|dfgan] and chapter4-{pretrain,sample,eval,check}: RAT-GAN / DF-GAN on DAMSM"
 	@echo "make chapter5-train   [VARIANT=dfgan|attngan] and chapter5-{pretrain,sample,eval,check}: VLMGAN (VLM losses on AttnGAN / DF-GAN)"
 	@echo "make chapter5-vlms SCORE_RUN=runs/ch4-...  (VLMS, oracle, R-precision of a chapter 3/4 run under this run's VLM)"
-	@echo "make benchmark        [PROFILE=course] [BENCHMARK_STEPS=30]  (every chapter's step: FLOPs, ms/step, bare tf.function loop, CPU peak; course compiles with XLA, ARGS=--nojit_compile: not)"
+	@echo "make benchmark        [PROFILE=course] [BENCHMARK_STEPS=30]  (every chapter's step: FLOPs, ms/step, bare tf.function loop, CPU peak; XLA where the profile compiles: ARGS=--jit_compile / --nojit_compile)"
 	@echo "make chapter4-benchmark [VARIANT=...] [BENCHMARK_PROFILE=paper]  (seconds per training step at 256², batch 8;"
 	@echo "                        ARGS=--benchmark_pytorch: the official PyTorch iteration beside it, interleaved, and the ratio)"
 	@echo "make chapter4-import  VARIANT=dfgan DATASET=birds PROFILE=paper CHECKPOINT=state_epoch_NNN.pth ARGS=\"--set damsm_dir=folder\"  (DF-GAN's release, for sample/eval)"

@@ -133,14 +133,31 @@ def test_a_variant_applies_its_settings_except_what_the_user_set():
     assert config.user_set == {"batch_size"}
 
 
+def test_xla_is_on_where_a_course_run_was_measured_with_it():
+    """``jit_compile`` (a shared setting, off): on in chapter 4's course profile (both variants) and so in
+    chapter 5's DF-GAN course, which builds on it; off in their smoke profiles and in the other chapters."""
+    from chapters.ch1_gan_int_cls.profiles import PROFILES as CHAPTER_1
+    from chapters.ch3_attngan.profiles import PROFILES as CHAPTER_3
+    from chapters.ch4_dfgan_ratgan.profiles import PROFILES as CHAPTER_4, VARIANTS
+    from chapters.ch5_vlmgan.profiles import PROFILES as CHAPTER_5
+
+    def compiled(profiles, profile, variant_settings=None):
+        return resolve_config(profiles, profile, "shapes", [], None, variant_settings)["jit_compile"]
+
+    assert all(compiled(CHAPTER_4, "course", VARIANTS["course"][variant]) for variant in ("ratgan", "dfgan"))
+    assert compiled(CHAPTER_5["dfgan"], "course") and not compiled(CHAPTER_5["attngan"], "course")
+    assert not any(compiled(profiles, profile) for profiles in (CHAPTER_1, CHAPTER_3, CHAPTER_4, CHAPTER_5["dfgan"])
+                   for profile in ("smoke", "paper"))
+    assert not compiled(CHAPTER_1, "course") and not compiled(CHAPTER_3, "course")
+
+
 @pytest.mark.parametrize("profile, flag, compiled", [
-    ("course", None, True), ("course", False, False), ("smoke", None, False), ("smoke", True, True),
-    ("paper", None, False),
+    ("course", None, False), ("course", True, True), ("smoke", None, False), ("smoke", True, True),
+    ("course", False, False),
 ])
-def test_xla_is_the_course_profiles_default_and_the_flag_overrides_it(tmp_path, profile, flag, compiled):
-    """``jit_compile`` (a shared setting): on for course, off for smoke and paper; ``--jit_compile`` /
-    ``--nojit_compile`` (``options.jit_compile`` True / False; None when not given) override the profile, and the
-    GAN's train step is compiled (or not) as config.json says."""
+def test_the_xla_flag_overrides_the_profile_and_compiles_the_step(tmp_path, profile, flag, compiled):
+    """``--jit_compile`` / ``--nojit_compile`` (``options.jit_compile`` True / False; None when not given) override
+    the profile's ``jit_compile``, and the GAN's train step is compiled (or not) as config.json says."""
     import types
 
     from chapters.ch1_gan_int_cls.__main__ import build_gan

@@ -17,13 +17,12 @@ from t2igan.errors import UserError
 PROFILE_NAMES = ("smoke", "course", "paper")
 
 # Settings every chapter has (a chapter's profile may override them): the in-training metrics
-# (t2igan.training.callbacks.PeriodicMetrics), whether the train step is compiled with XLA (README: Speed on
-# a CPU with XLA; --jit_compile / --nojit_compile override it) and the Inception weights for FID/IS on real
-# data sets. XLA: the course step is 10–35 % faster on a 2-core CPU, which pays for its 10–55 s of compiling;
-# a smoke run is too short for that, and the paper runs were not measured with it.
+# (t2igan.training.callbacks.PeriodicMetrics), whether the GAN's train step is compiled with XLA (README:
+# Speed on a CPU with XLA; --jit_compile / --nojit_compile override it; on where a whole course run was
+# measured with it: chapter 4's profiles) and the Inception weights for FID/IS on real data sets.
 SHARED_SETTINGS = {
     "smoke": dict(metrics_every_epochs=0, metrics_samples=32, jit_compile=False),  # tests turn metrics on where they check them
-    "course": dict(metrics_every_epochs=5, metrics_samples=256, jit_compile=True),
+    "course": dict(metrics_every_epochs=5, metrics_samples=256, jit_compile=False),
     "paper": dict(metrics_every_epochs=10, metrics_samples=5000, jit_compile=False),
 }
 INCEPTION_SETTINGS = dict(fid_weights="", fid_extractor="pytorch-fid",  # or torchvision, keras-imagenet (inception.py)

@@ -16,22 +16,29 @@ from t2igan.training.run import Checkpointer, NonFiniteLossError, is_finite_numb
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Stop at the first NaN/inf loss, before anything is saved."""
+    """Stop at the first NaN/inf loss, before anything is saved; ``error`` names it. ``after``: what the message
+    says of the stop; ``epoch_logs``: also check each epoch's logs (a pretraining's validation losses)."""
 
-    def __init__(self):
+    GAN = ("Training stopped; the last good checkpoint is kept (nothing was saved after the failure). Lower the "
+           "learning rate, check the data, or try without --mixed_precision.")
+
+    def __init__(self, after: str = GAN, epoch_logs: bool = False):
         super().__init__()
+        self.after, self.epoch_logs = after, epoch_logs
         self.error: NonFiniteLossError | None = None
 
-    def on_train_batch_end(self, batch, logs=None):
+    def _check(self, logs, where: str) -> None:
         for name, value in (logs or {}).items():
-            if not is_finite_number(value):
-                self.error = NonFiniteLossError(
-                    f"{name} became {float(value)} at batch {batch}. Training stopped; the last good "
-                    "checkpoint is kept (nothing was saved after the failure). Lower the learning rate, "
-                    "check the data, or try without --mixed_precision."
-                )
+            if self.error is None and not is_finite_number(value):
+                self.error = NonFiniteLossError(f"{name} became {float(value)} {where}. {self.after}")
                 self.model.stop_training = True
-                return
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, f"at batch {batch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.epoch_logs:
+            self._check(logs, f"in epoch {epoch + 1}")
 
 
 class CheckpointEachEpoch(keras.callbacks.Callback):

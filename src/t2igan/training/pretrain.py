@@ -17,8 +17,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from t2igan.training.callbacks import StopOnNonFinite
 from t2igan.training.loop import train
-from t2igan.training.run import NonFiniteLossError, is_finite_number
 
 
 def reset_optimizer_state(optimizer) -> None:
@@ -40,34 +40,6 @@ class EpochLearningRate(keras.callbacks.Callback):
         if self.reset_optimizer:
             reset_optimizer_state(self.trained.optimizer)
         self.trained.optimizer.learning_rate.assign(self.rate(epoch))
-
-
-class StopOnNonFinite(keras.callbacks.Callback):
-    """Stop at the first NaN/inf among a step's or an epoch's logs (validation included); ``error`` says where.
-    Encoders with NaN weights still score a retrieval top-1 (every similarity NaN ranks the first caption
-    first), so without this a diverged pretraining was kept and the GAN failed at its first step."""
-
-    def __init__(self):
-        super().__init__()
-        self.error: NonFiniteLossError | None = None
-        self.epoch = 0
-
-    def _check(self, logs, where: str) -> None:
-        for name, value in (logs or {}).items():
-            if self.error is None and not is_finite_number(value):
-                self.error = NonFiniteLossError(
-                    f"{name} became {float(value)} {where} of the pretraining. It stopped, and its encoders are not "
-                    "marked complete (the next command pretrains again): lower its learning rate or check the data.")
-                self.model.stop_training = True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._check(logs, f"at step {batch + 1} of epoch {self.epoch + 1}")
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._check(logs, f"in epoch {epoch + 1}")
 
 
 class KeepBest(keras.callbacks.Callback):
@@ -111,7 +83,10 @@ def pretrain_encoders(strategy, build: Callable[[], keras.Model], optimizer: Cal
         model.compile(optimizer=optimizer())
         model.optimizer.build(model.trainable_variables)  # slots inside the scope, before any replica step
         model.built = True
-    guard = StopOnNonFinite()
+    # Encoders with NaN weights still score a retrieval top-1 (every similarity NaN ranks the first caption
+    # first): without the guard a diverged pretraining was kept, and the GAN failed at its first step.
+    guard = StopOnNonFinite("The pretraining stopped, and its encoders are not marked complete (the next command "
+                            "pretrains again): lower its learning rate or check the data.", epoch_logs=True)
     every_epoch = [guard]  # first: it sees a NaN before anything saves
     if epoch_learning_rate is not None:
         every_epoch.append(EpochLearningRate(model, epoch_learning_rate, reset_optimizer_each_epoch))

@@ -4,6 +4,7 @@ masking (and the official mask bug), the text encoder's padding behaviour, one t
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from chapters.ch3_attngan import model
@@ -264,6 +265,50 @@ def test_attngan_train_step_updates_g_and_d_but_not_the_encoders():
     images, maps = gan.generate(tf.random.normal((4, 16)), batch["caption_ids"], batch["caption_length"],
                                 all_stages=True, return_attention=True)
     assert [tuple(x.shape) for x in images] == [(4, 16, 16, 3), (4, 32, 32, 3)] and maps[0].shape == (4, 6, 16, 16)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_cosine_is_the_formula_with_finite_gradients_at_a_zero_vector(jit_compile):
+    """cos(a, b) = a·b / max(‖a‖‖b‖, ε), and its gradient, against NumPy. Padded words' features are zeros:
+    there ‖a‖'s gradient is 0/0, which XLA made NaN, so an XLA-compiled DAMSM pretraining diverged at once."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 4, 5)).astype(np.float32)
+    a[1] = 0.0  # a padded word
+    eps = 1e-8
+    norm_a, norm_b = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
+    expected = (a * b).sum(-1) / np.maximum(norm_a * norm_b, eps)
+    # d Σ cos / d a: b/(‖a‖‖b‖) − cos·a/‖a‖² where ‖a‖‖b‖ > ε; b/ε where the denominator is ε.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gradient = np.where((norm_a * norm_b > eps)[:, None],
+                            b / (norm_a * norm_b)[:, None] - (expected / norm_a ** 2)[:, None] * a, b / eps)
+
+    @tf.function(jit_compile=jit_compile)
+    def value_and_gradient(a, b):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            value = model.cosine(a, b)
+            total = tf.reduce_sum(value)
+        return value, tape.gradient(total, a)
+
+    value, got = value_and_gradient(tf.constant(a), tf.constant(b))
+    np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(got.numpy()))
+    np.testing.assert_allclose(got.numpy(), gradient, rtol=1e-4, atol=1e-5)
+
+
+def test_damsm_pretrainer_step_under_xla_keeps_every_weight_finite():
+    """The whole pretraining step (padded captions, both encoders, the clip) compiled with XLA."""
+    text = model.DamsmTextEncoder(20, embedding_dim=16, hidden=8)
+    text(tf.ones((2, 6), tf.int32))
+    image = model.DamsmImageEncoder("small", embedding_dim=16, widths=(8, 8, 16, 16))
+    image(tf.zeros((2, 32, 32, 3)))
+    pretrainer = model.DamsmPretrainer(text, image)
+    pretrainer.compile(optimizer=keras.optimizers.Adam(2e-3, beta_1=0.5), jit_compile=True)
+    pretrainer.build_optimizer()
+    step = tf.function(pretrainer.train_step, jit_compile=True)
+    logs = step(tiny_batch())
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    assert all(np.all(np.isfinite(v.numpy())) for v in text.weights + image.weights)
 
 
 def test_damsm_pretrainer_step_trains_both_encoders_and_reports_retrieval():

@@ -179,6 +179,36 @@ def test_the_xla_flag_overrides_the_profile_and_compiles_the_step(tmp_path, prof
         run.unlock()
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_encoders_pretraining_compiles_its_steps_as_the_run_says(tmp_path, jit_compile):
+    """``pretrain_encoders(jit_compile=…)``, which chapters 1, 3 and 5 pass the run's ``jit_compile``: the
+    pretraining model's train and test steps are compiled with XLA, or not."""
+    import keras
+    import tensorflow as tf
+
+    from t2igan.training.pretrain import pretrain_encoders
+
+    class Matcher(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+            self.dense.build((None, 2))
+            self.mean = keras.metrics.Mean(name="loss")
+
+        def train_step(self, batch):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(self.dense(batch)))
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+            self.mean.update_state(loss)
+            return {"loss": self.mean.result()}
+
+    data = tf.data.Dataset.from_tensors(tf.ones((4, 2))).repeat()
+    model, history, _ = pretrain_encoders(tf.distribute.get_strategy(), Matcher, lambda: keras.optimizers.SGD(0.1), data,
+                                          None, epochs=1, steps_per_epoch=2, log_dir=str(tmp_path), verbose=0,
+                                          jit_compile=jit_compile)
+    assert bool(model.jit_compile) is jit_compile and len(history.history["loss"]) == 1
+
+
 def test_xla_stays_off_for_several_replicas_on_cpus_and_says_so(caplog):
     """One XLA cluster cannot hold the variables of several CPU devices (``--cpu_replicas=2 --jit_compile`` failed
     with "Trying to access resource … located in device CPU:1 from device CPU:0"): the profile's default is turned

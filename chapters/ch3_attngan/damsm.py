@@ -234,9 +234,15 @@ def word_attention(words, regions, lengths, gamma1):
 
 
 def cosine(a, b, axis=-1, eps=1e-8):
-    """PyTorch ``cosine_similarity``: a·b / max(‖a‖‖b‖, eps)."""
+    """PyTorch ``cosine_similarity``: a·b / max(‖a‖‖b‖, eps), computed as a·b / √max(‖a‖²‖b‖², eps²).
+
+    The two are equal; the second has a finite gradient at a zero vector (padded words' features are
+    zeros). There ‖a‖'s gradient is 0/0: TensorFlow's plain graph gives 0, XLA gives NaN, and a
+    DAMSM pretraining compiled with XLA diverged at its first step.
+    """
     # BEGIN TASK damsm_losses (cosine)
-    return tf.reduce_sum(a * b, axis) / tf.maximum(tf.norm(a, axis=axis) * tf.norm(b, axis=axis), eps)
+    squared_norms = tf.reduce_sum(a * a, axis) * tf.reduce_sum(b * b, axis)
+    return tf.reduce_sum(a * b, axis) / tf.sqrt(tf.maximum(squared_norms, eps * eps))
     # END TASK damsm_losses
 
 
@@ -546,7 +552,8 @@ def pretrain(strategy, folder, log_dir, config, index, images_fn, verbose="auto"
         strategy, build, lambda: keras.optimizers.Adam(config["damsm_learning_rate"], beta_1=0.5, beta_2=0.999),
         dataset, validation, epochs=config["damsm_epochs"], steps_per_epoch=steps,
         log_dir=os.path.join(log_dir, "damsm"), verbose=verbose, epoch_learning_rate=lambda epoch: epoch_rate(config, "damsm", epoch),
-        reset_optimizer_each_epoch=config["damsm_reset_optimizer_each_epoch"], keep_best=save, callbacks=views)
+        reset_optimizer_each_epoch=config["damsm_reset_optimizer_each_epoch"], keep_best=save, callbacks=views,
+        jit_compile=config["jit_compile"])
     report = {key: float(values[-1]) for key, values in history.history.items()}
     report.update(best_val_retrieval_top1=schedule.best, best_epoch=schedule.best_epoch)
     with open(complete_path, "w", encoding="utf-8") as file:

@@ -65,13 +65,14 @@ def pretrain_encoders(strategy, build: Callable[[], keras.Model], optimizer: Cal
                       dataset, validation, *, epochs: int, steps_per_epoch: int, log_dir: str, verbose=2,
                       epoch_learning_rate: Callable[[int], float] | None = None, reset_optimizer_each_epoch: bool = False,
                       keep_best: Callable[[keras.Model], Callable[[], None]] | None = None,
-                      callbacks: Callable[[keras.Model], list] | None = None):
+                      callbacks: Callable[[keras.Model], list] | None = None, jit_compile: bool = False):
     """Build and compile the pretraining model and train it (:func:`t2igan.training.loop.train`, ``fit``'s loop
     under any strategy); TensorBoard in ``log_dir``.
 
     ``keep_best(model)`` returns the function that saves the model's encoders; it runs after each epoch
     whose held-out caption → image top-1 is the best so far. ``callbacks(model)`` adds a chapter's own
-    (after the schedule and the keep-best rule). Returns ``(model, history, KeepBest or None)``.
+    (after the schedule and the keep-best rule). ``jit_compile`` compiles the train and test steps with XLA
+    (the run's ``jit_compile`` setting, as for the GAN). Returns ``(model, history, KeepBest or None)``.
     """
     if strategy.num_replicas_in_sync > 1:
         logging.warning("Pretraining on %d replicas: the matching loss compares the captions and images within each "
@@ -80,7 +81,7 @@ def pretrain_encoders(strategy, build: Callable[[], keras.Model], optimizer: Cal
                         strategy.num_replicas_in_sync)
     with strategy.scope():
         model = build()
-        model.compile(optimizer=optimizer())
+        model.compile(optimizer=optimizer(), jit_compile=bool(jit_compile))
         model.optimizer.build(model.trainable_variables)  # slots inside the scope, before any replica step
         model.built = True
     # Encoders with NaN weights still score a retrieval top-1 (every similarity NaN ranks the first caption

@@ -130,3 +130,7 @@ def test_benchmark_command_times_steps():
     result = run_chapter(CHAPTER, "benchmark", "--profile=smoke", "--benchmark_batch=2", "--benchmark_steps=1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "per training step" in result.stdout and "ratgan (smoke" in result.stdout
+    assert "tf.function" in result.stdout  # the smoke profile does not compile with XLA; --jit_compile does
+    compiled = run_chapter(CHAPTER, "benchmark", "--profile=smoke", "--benchmark_batch=2", "--benchmark_steps=1",
+                           "--jit_compile")
+    assert compiled.returncode == 0 and "XLA" in compiled.stdout, compiled.stderr[-2000:]

@@ -189,8 +189,8 @@ def benchmark(options):
         return sampling_cost(config, options.benchmark_batch, options.benchmark_steps)
     if options.benchmark_pytorch:
         return compare_with_pytorch(config, options.benchmark_batch, options.benchmark_steps)
-    jit_compile = config["jit_compile"] if options.jit_compile is None else options.jit_compile
-    time_steps(config, options.benchmark_batch, options.benchmark_steps, jit_compile)
+    harness.apply_jit_compile_flag(config, options)
+    time_steps(config, options.benchmark_batch, options.benchmark_steps, config["jit_compile"])
 
 
 if __name__ == "__main__":

@@ -52,9 +52,7 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     barrier(strategy)  # every worker has copied the run folder before the chief writes to it
     config = resolve_config(profiles, options.profile, options.dataset, options.set, options.epochs, variant_settings)
     config["seed"] = options.seed
-    if getattr(options, "jit_compile", None) is not None:  # --jit_compile / --nojit_compile: the profile's otherwise
-        config["jit_compile"] = options.jit_compile
-        config.user_set |= {"jit_compile"}
+    apply_jit_compile_flag(config, options)
     _check_jit_compile(config, strategy)
     # Where the data came from, so that sample/eval find it again without the flags.
     config.update(data_dir=options.data_dir, metadata_dir=options.metadata_dir)
@@ -71,6 +69,14 @@ def start_training(chapter: str, options, profiles: dict, *, run_dir: str | None
     check_benchmark_folder(run, run.time_steps)
     _seed_and_precision(config["seed"], options.mixed_precision)
     return strategy, run, config
+
+
+def apply_jit_compile_flag(config: Config, options) -> None:
+    """``--jit_compile`` / ``--nojit_compile`` (``options.jit_compile`` True / False) override the profile's
+    ``jit_compile`` and count as set by the user; not given (None), the profile's stays."""
+    if getattr(options, "jit_compile", None) is not None:
+        config["jit_compile"] = options.jit_compile
+        config.user_set |= {"jit_compile"}
 
 
 def _check_jit_compile(config: Config, strategy) -> None:

@@ -17,9 +17,10 @@ from t2igan.errors import UserError
 PROFILE_NAMES = ("smoke", "course", "paper")
 
 # Settings every chapter has (a chapter's profile may override them): the in-training metrics
-# (t2igan.training.callbacks.PeriodicMetrics), whether the GAN's train step is compiled with XLA (README:
-# Speed on a CPU with XLA; --jit_compile / --nojit_compile override it; on where a whole course run was
-# measured with it: chapter 4's profiles) and the Inception weights for FID/IS on real data sets.
+# (t2igan.training.callbacks.PeriodicMetrics), whether the training steps (the GAN's and the text encoders'
+# pretraining) are compiled with XLA (README: Speed on a CPU with XLA; --jit_compile / --nojit_compile
+# override it; on where a whole course run was measured with it: chapter 4's profiles) and the Inception
+# weights for FID/IS on real data sets.
 SHARED_SETTINGS = {
     "smoke": dict(metrics_every_epochs=0, metrics_samples=32, jit_compile=False),  # tests turn metrics on where they check them
     "course": dict(metrics_every_epochs=5, metrics_samples=256, jit_compile=False),

@@ -182,7 +182,10 @@ class ChapterAssignment:
         environment = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
         environment.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([str(copy / "src"), str(copy)]))
         venv = os.path.dirname(os.path.dirname(sys.executable))
-        train = subprocess.run(["make", "-s", f"chapter{chapter}-train", "PROFILE=smoke", f"VENV={venv}",
+        # -o: the copy's requirements.txt is newer than this venv's install stamp, and without it make would
+        # reinstall the package from the copy, pointing this venv's editable t2igan at a temporary folder.
+        train = subprocess.run(["make", "-s", "-o", os.path.join(venv, ".installed"), f"chapter{chapter}-train",
+                                "PROFILE=smoke", f"VENV={venv}",
                                 f"RUN_DIR={tmp_path / 'run'}", f"ARGS=--data_root={tmp_path / 'data'}"], cwd=copy,
                                env=environment, capture_output=True, text=True, timeout=time_limit(240))
         assert train.returncode == 2, train.stderr[-3000:]

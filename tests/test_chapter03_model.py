@@ -267,6 +267,18 @@ def test_attngan_train_step_updates_g_and_d_but_not_the_encoders():
     assert [tuple(x.shape) for x in images] == [(4, 16, 16, 3), (4, 32, 32, 3)] and maps[0].shape == (4, 6, 16, 16)
 
 
+def tiny_pretrainer(jit_compile=False):
+    """A DAMSM pretrainer on tiny encoders, compiled with its optimizer's slots built: (pretrainer, text, image)."""
+    text = model.DamsmTextEncoder(20, embedding_dim=16, hidden=8)
+    text(tf.ones((2, 6), tf.int32))
+    image = model.DamsmImageEncoder("small", embedding_dim=16, widths=(8, 8, 16, 16))
+    image(tf.zeros((2, 32, 32, 3)))
+    pretrainer = model.DamsmPretrainer(text, image)
+    pretrainer.compile(optimizer=keras.optimizers.Adam(2e-3, beta_1=0.5), jit_compile=jit_compile)
+    pretrainer.build_optimizer()
+    return pretrainer, text, image
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_cosine_is_the_formula_with_finite_gradients_at_a_zero_vector(jit_compile):
     """cos(a, b) = a·b / max(‖a‖‖b‖, ε), and its gradient, against NumPy. Padded words' features are zeros:
@@ -298,13 +310,7 @@ def test_cosine_is_the_formula_with_finite_gradients_at_a_zero_vector(jit_compil
 
 def test_damsm_pretrainer_step_under_xla_keeps_every_weight_finite():
     """The whole pretraining step (padded captions, both encoders, the clip) compiled with XLA."""
-    text = model.DamsmTextEncoder(20, embedding_dim=16, hidden=8)
-    text(tf.ones((2, 6), tf.int32))
-    image = model.DamsmImageEncoder("small", embedding_dim=16, widths=(8, 8, 16, 16))
-    image(tf.zeros((2, 32, 32, 3)))
-    pretrainer = model.DamsmPretrainer(text, image)
-    pretrainer.compile(optimizer=keras.optimizers.Adam(2e-3, beta_1=0.5), jit_compile=True)
-    pretrainer.build_optimizer()
+    pretrainer, text, image = tiny_pretrainer(jit_compile=True)
     step = tf.function(pretrainer.train_step, jit_compile=True)
     logs = step(tiny_batch())
     assert all(np.isfinite(float(v)) for v in logs.values())
@@ -312,13 +318,7 @@ def test_damsm_pretrainer_step_under_xla_keeps_every_weight_finite():
 
 
 def test_damsm_pretrainer_step_trains_both_encoders_and_reports_retrieval():
-    text = model.DamsmTextEncoder(20, embedding_dim=16, hidden=8)
-    text(tf.ones((2, 6), tf.int32))
-    image = model.DamsmImageEncoder("small", embedding_dim=16, widths=(8, 8, 16, 16))
-    image(tf.zeros((2, 32, 32, 3)))
-    pretrainer = model.DamsmPretrainer(text, image)
-    pretrainer.compile(optimizer=keras.optimizers.Adam(2e-3, beta_1=0.5))
-    pretrainer.build_optimizer()
+    pretrainer, text, image = tiny_pretrainer()
     before_text, before_image = snapshot(text), snapshot(image)
     logs = pretrainer.train_step(tiny_batch())
     assert all(np.isfinite(float(v)) for v in logs.values())

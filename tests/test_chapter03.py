@@ -71,11 +71,12 @@ def test_birds_mini_with_the_official_vocabulary_on_two_replicas(shared_data, wo
 
 @pytest.mark.slow  # one more smoke run, compiled with XLA: make test-slow / test-all (CI)
 def test_attngan_trains_under_xla_to_the_losses_of_the_plain_graph(smoke_run, workspace):
-    """``--jit_compile``: the DAMSM pretraining and the train step with its DAMSM loss compile (chapter 2's stage
+    """``--jit_compile --set=pretrain_jit_compile=true``: the DAMSM pretraining and the train step with its DAMSM loss compile (chapter 2's stage
     resize once had no XLA kernel; the pretraining once went to NaN at its first step, through the cosine's gradient
     at padded words) and train to the same losses as without XLA (float rounding aside)."""
     run_dir = workspace / "run_xla"
-    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir, "--set=metrics_every_epochs=2", "--jit_compile"))
+    result = run_chapter(CHAPTER, "train", *common(workspace, run_dir, "--set=metrics_every_epochs=2", "--jit_compile",
+                                                  "--set=pretrain_jit_compile=true"))
     assert result.returncode == 0, result.stderr[-3000:]
     expected, pretrained = (json.loads((folder / "metrics.json").read_text())["pretrain"] for folder in (smoke_run, run_dir))
     # A seeded dropout draws other masks under XLA, so the training losses differ (by 7 %: the sign that the

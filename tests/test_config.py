@@ -134,7 +134,7 @@ def test_a_variant_applies_its_settings_except_what_the_user_set():
 
 
 def test_xla_is_on_where_a_course_run_was_measured_with_it():
-    """``jit_compile`` (a shared setting, off): on in chapter 4's course profile (both variants); off in its
+    """``jit_compile`` (a shared setting, off; the GAN's step): on in chapter 4's course profile (both variants); off in its
     smoke and paper profiles, in chapter 5's DF-GAN course, which builds on it (its XLA run drew less shape),
     and in the other chapters."""
     from chapters.ch1_gan_int_cls.profiles import PROFILES as CHAPTER_1
@@ -150,6 +150,11 @@ def test_xla_is_on_where_a_course_run_was_measured_with_it():
     assert not any(compiled(profiles, profile) for profiles in (CHAPTER_1, CHAPTER_3, CHAPTER_4, CHAPTER_5["dfgan"])
                    for profile in ("smoke", "paper"))
     assert not compiled(CHAPTER_1, "course") and not compiled(CHAPTER_3, "course")
+    # The text encoders' pretraining is compiled nowhere: with XLA its step measured as fast (AVX2 CPU) or
+    # 1.7–2.5× slower (AVX-512 CPU).
+    assert not any(resolve_config(profiles, profile, "shapes", [], None)["pretrain_jit_compile"]
+                   for profiles in (CHAPTER_1, CHAPTER_3, CHAPTER_4, CHAPTER_5["dfgan"], CHAPTER_5["attngan"])
+                   for profile in ("smoke", "course", "paper"))
 
 
 @pytest.mark.parametrize("profile, flag, compiled", [
@@ -181,8 +186,9 @@ def test_the_xla_flag_overrides_the_profile_and_compiles_the_step(tmp_path, prof
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_the_encoders_pretraining_compiles_its_steps_as_the_run_says(tmp_path, jit_compile):
-    """``pretrain_encoders(jit_compile=…)``, which chapters 1, 3 and 5 pass the run's ``jit_compile``: the
-    pretraining model's train and test steps are compiled with XLA, or not."""
+    """``pretrain_encoders(jit_compile=…)``, which chapters 1, 3 and 5 pass the run's ``pretrain_jit_compile``
+    (off in every profile; ``--jit_compile`` is the GAN's): the pretraining model's train and test steps are
+    compiled with XLA, or not."""
     import keras
     import tensorflow as tf
 
@@ -228,3 +234,9 @@ def test_xla_stays_off_for_several_replicas_on_cpus_and_says_so(caplog):
     assert config["jit_compile"] is False and "XLA off" in caplog.text
     with pytest.raises(UserError, match="drop --jit_compile"):
         _check_jit_compile(Config(jit_compile=True, user_set=frozenset({"jit_compile"})), two)
+    # The pretraining's own setting follows the same rule.
+    config = Config(jit_compile=False, pretrain_jit_compile=True)
+    _check_jit_compile(config, two)
+    assert config["pretrain_jit_compile"] is False and "pretrain_jit_compile" in caplog.text
+    with pytest.raises(UserError, match="drop --set=pretrain_jit_compile=true"):
+        _check_jit_compile(Config(pretrain_jit_compile=True, user_set=frozenset({"pretrain_jit_compile"})), two)

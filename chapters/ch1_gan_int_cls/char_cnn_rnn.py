@@ -281,7 +281,7 @@ def pretrain(strategy, folder: str, log_dir: str, config: dict, index, images, v
     logging.info("Pretraining the char-CNN-RNN text encoder (DS-SJE): %d epochs × %d steps.", config["pretrain_epochs"], steps)
     _, history, _ = pretrain_encoders(strategy, build, rmsprop, dataset, validation, epochs=config["pretrain_epochs"],
                                       steps_per_epoch=steps, log_dir=os.path.join(log_dir, "pretrain"), verbose=verbose,
-                                      jit_compile=config["jit_compile"])
+                                      jit_compile=config["pretrain_jit_compile"])
     text_encoder = networks["text"]
     os.makedirs(folder, exist_ok=True)
     text_encoder.save_weights(os.path.join(folder, "encoder.weights.h5"))

@@ -458,9 +458,11 @@ DAMSM_LOSSES = Task(
     module=DAMSM,
     week="2-week",
     stubs={
-        "word_attention": """Eq. 7–9. Cast words (…, T, D) and regions (…, R, D) to float32 (leading dimensions broadcast).
+        "attention_weights": """Eq. 7–8. Cast words (…, T, D) and regions (…, R, D) to float32 (leading dimensions broadcast).
 s[r, t] = v_rᵀ e_t (…, R, T); s̄ = softmax over the words of s, the padded words (t ≥ lengths) excluded
-(−∞ before the softmax; tf.sequence_mask); α = softmax over the regions of γ1·s̄; c_t = Σ_r α[r, t] v_r.
+(−∞ before the softmax; tf.sequence_mask); α = softmax over the regions of γ1·s̄.
+Return (s unmasked, α), both (…, R, T).""",
+        "word_attention": """Eq. 9. α from attention_weights; c_t = Σ_r α[r, t] v_r (regions cast to float32).
 Return (c (…, T, D), α transposed to (…, T, R)).""",
         "cosine": """Return cos(a, b) along `axis` as PyTorch's cosine_similarity: Σ a·b / max(‖a‖·‖b‖, eps).""",
         "matching_cross_entropy": """scores (B_images, B_captions): the match of image j is caption j. With class_ids given, set the
@@ -469,7 +471,8 @@ class; never the diagonal). Return the per-example cross-entropies (B,) of each 
 caption among the row, and of each caption choosing its image among the column:
 (image → caption, caption → image).""",
         "words_loss": """regions (B, R, D) are float32 (flattened above); words (B, T, D): cast them to float32. For every image j and caption i at once (image axis first): c = word_attention of caption i's words
-against image j's regions (γ1); R_ji = log Σ_t exp(γ2·cos(e_t, c_t)) over caption i's real words only
+against image j's regions (γ1), or, faster where R < D, cos(e_t, c_t) from s and α of attention_weights without
+forming c (e_t·c_t = Σ_r α s, ‖c_t‖² = α_tᵀ V Vᵀ α_t); R_ji = log Σ_t exp(γ2·cos(e_t, c_t)) over caption i's real words only
 (Eq. 10 as the official code; tf.reduce_logsumexp); with paper_score, R_ji / γ2 (the paper's 1/γ2
 power). Return matching_cross_entropy(γ3·R, class_ids): (w0, w1).""",
         "sentence_loss": """Cast both to float32; R_ji = cos(v̄_j, ē_i) for image j (rows) and caption i (columns), (B, B);
@@ -500,14 +503,17 @@ return matching_cross_entropy(γ3·R, class_ids): (s0, s1).""",
         Mutation("softmaxes over swapped axes", "tf.nn.softmax(gamma1 * tf.nn.softmax(scores, axis=-1), axis=-2)",
                  "tf.nn.softmax(gamma1 * tf.nn.softmax(scores, axis=-2), axis=-1)"),
         Mutation("γ1 applied as 1/γ1", "gamma1 * tf.nn.softmax(", "(1.0 / gamma1) * tf.nn.softmax("),
-        Mutation("padding not masked in the attention",
-                 "tf.where(valid, tf.matmul(regions, words, transpose_b=True), NEGATIVE_INFINITY)",
-                 "tf.matmul(regions, words, transpose_b=True)"),
+        Mutation("padding not masked in the attention", "scores = tf.where(valid, raw, NEGATIVE_INFINITY)",
+                 "scores = raw"),
+        Mutation("context from the unnormalised scores", "tf.matmul(attention, tf.cast(regions",
+                 "tf.matmul(tf.nn.softmax(attention, axis=-2), tf.cast(regions"),
+        Mutation("‖c_t‖² without the Gram matrix", "attention * tf.matmul(gram, attention)", "attention * attention"),
+        Mutation("e_t·c_t from the attention alone", "tf.reduce_sum(attention * scores, axis=-2)",
+                 "tf.reduce_sum(attention, axis=-2)"),
         Mutation("cosine without normalisation",
                  "tf.reduce_sum(a * b, axis) / tf.sqrt(tf.maximum(squared_norms, eps * eps))",
                  "tf.reduce_sum(a * b, axis)"),
-        Mutation("γ2 missing", "similarity = gamma2 * cosine(words[None], context)",
-                 "similarity = cosine(words[None], context)"),
+        Mutation("γ2 missing", "similarity = gamma2 * dot", "similarity = dot"),
         Mutation("padding not masked in the log-sum-exp", "tf.where(valid, similarity, NEGATIVE_INFINITY)", "similarity"),
         Mutation("paper exponent 1/γ2 as γ2", "score = score / gamma2", "score = score * gamma2"),
         Mutation("γ3 missing in the word loss", "matching_cross_entropy(gamma3 * score, class_ids)",

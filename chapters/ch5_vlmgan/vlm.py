@@ -74,7 +74,7 @@ def pretrain_vlm(strategy, run, config, index, build_damsm, vocabulary, data_roo
         strategy, build, lambda: keras.optimizers.Adam(config["vlm_learning_rate"], beta_1=0.5, beta_2=0.999),
         dataset, validation, epochs=config["vlm_epochs"], steps_per_epoch=steps, log_dir=os.path.join(run.logs, "vlm"),
         verbose=fit_verbosity(), epoch_learning_rate=lambda epoch: damsm.epoch_rate(config, "vlm", epoch),
-        reset_optimizer_each_epoch=True, keep_best=save, jit_compile=config["jit_compile"])
+        reset_optimizer_each_epoch=True, keep_best=save, jit_compile=config["pretrain_jit_compile"])
     report = {key: float(value) for key, value in best.best_logs.items()}
     report.update(best_epoch=best.best_epoch, data_fingerprint=caption_fingerprint(index))
     with open(os.path.join(folder, "complete.json"), "w", encoding="utf-8") as file:

@@ -36,9 +36,9 @@ flags.DEFINE_enum("distribution", "auto", ["auto", "default", "mirrored", "multi
 flags.DEFINE_float("peer_timeout", 300, "Multi-worker: seconds to wait for every address of TF_CONFIG to answer "
                    "before exiting with an error naming the ones that did not.")
 flags.DEFINE_bool("mixed_precision", False, "Train with mixed_float16 (GPUs).")
-flags.DEFINE_bool("jit_compile", None, "Compile the training steps, the GAN's and the text encoders' pretraining, with XLA "
-                  "(--nojit_compile: not). Default: the "
-                  "profile's jit_compile setting, on in chapter 4's course (README: Speed on a CPU with XLA).")
+flags.DEFINE_bool("jit_compile", None, "Compile the GAN's training step with XLA (--nojit_compile: not). Default: the "
+                  "profile's jit_compile setting, on in chapter 4's course (README: Speed on a CPU with XLA). The text "
+                  "encoders' pretraining is compiled only with --set=pretrain_jit_compile=true (slower on the CPUs measured).")
 flags.DEFINE_integer("time_steps", 0, "train: instead of training, time this many steps of the run's GAN "
                      "(after a warm-up epoch as long): FLOPs per step, the training loop, a bare tf.function loop, "
                      "this CPU's peak (make benchmark). Use a run folder of its own.")

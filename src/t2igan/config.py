@@ -17,14 +17,16 @@ from t2igan.errors import UserError
 PROFILE_NAMES = ("smoke", "course", "paper")
 
 # Settings every chapter has (a chapter's profile may override them): the in-training metrics
-# (t2igan.training.callbacks.PeriodicMetrics), whether the training steps (the GAN's and the text encoders'
-# pretraining) are compiled with XLA (README: Speed on a CPU with XLA; --jit_compile / --nojit_compile
-# override it; on where a whole course run was measured with it: chapter 4's profiles) and the Inception
-# weights for FID/IS on real data sets.
+# (t2igan.training.callbacks.PeriodicMetrics), whether the GAN's training step is compiled with XLA
+# (README: Speed on a CPU with XLA; --jit_compile / --nojit_compile override it; on where a whole course run
+# was measured with it: chapter 4's profiles), whether the text encoders' pretraining is (off everywhere: its
+# bi-LSTM step measured as fast with XLA on an AVX2-only CPU and 1.7–2.5× slower on an AVX-512 one) and the
+# Inception weights for FID/IS on real data sets.
 SHARED_SETTINGS = {
-    "smoke": dict(metrics_every_epochs=0, metrics_samples=32, jit_compile=False),  # tests turn metrics on where they check them
-    "course": dict(metrics_every_epochs=5, metrics_samples=256, jit_compile=False),
-    "paper": dict(metrics_every_epochs=10, metrics_samples=5000, jit_compile=False),
+    # smoke: tests turn the metrics on where they check them.
+    "smoke": dict(metrics_every_epochs=0, metrics_samples=32, jit_compile=False, pretrain_jit_compile=False),
+    "course": dict(metrics_every_epochs=5, metrics_samples=256, jit_compile=False, pretrain_jit_compile=False),
+    "paper": dict(metrics_every_epochs=10, metrics_samples=5000, jit_compile=False, pretrain_jit_compile=False),
 }
 INCEPTION_SETTINGS = dict(fid_weights="", fid_extractor="pytorch-fid",  # or torchvision, keras-imagenet (inception.py)
                           r_precision_protocol="dm-gan",  # or "other-images" (t2igan.metrics.r_precision)

@@ -81,18 +81,21 @@ def apply_jit_compile_flag(config: Config, options) -> None:
 
 def _check_jit_compile(config: Config, strategy) -> None:
     """XLA compiles one device's step: with several replicas on CPUs (``--cpu_replicas``, or multi-worker
-    without GPUs) it cannot (a variable on another device), so the profile's default is turned off, and said;
-    asked for explicitly, it is refused."""
+    without GPUs) it cannot (a variable on another device), so a profile's ``jit_compile`` or
+    ``pretrain_jit_compile`` is turned off, and said; asked for explicitly, it is refused."""
     import tensorflow as tf
 
-    if not config.get("jit_compile") or strategy.num_replicas_in_sync == 1 or tf.config.list_logical_devices("GPU"):
+    if strategy.num_replicas_in_sync == 1 or tf.config.list_logical_devices("GPU"):
         return
-    if "jit_compile" in config.user_set:
-        raise UserError(f"--jit_compile cannot compile one step for {strategy.num_replicas_in_sync} replicas on CPUs "
-                        "(XLA keeps a step on one device): drop --jit_compile, or train on one device.")
-    logging.warning("XLA off (the profile's jit_compile): it cannot compile one step for %d replicas on CPUs.",
-                    strategy.num_replicas_in_sync)
-    config["jit_compile"] = False
+    for key, flag in (("jit_compile", "--jit_compile"), ("pretrain_jit_compile", "--set=pretrain_jit_compile=true")):
+        if not config.get(key):
+            continue
+        if key in config.user_set:
+            raise UserError(f"{flag} cannot compile one step for {strategy.num_replicas_in_sync} replicas on CPUs "
+                            f"(XLA keeps a step on one device): drop {flag}, or train on one device.")
+        logging.warning("XLA off (the profile's %s): it cannot compile one step for %d replicas on CPUs.", key,
+                        strategy.num_replicas_in_sync)
+        config[key] = False
 
 
 def check_benchmark_folder(run, time_steps: int) -> None:

@@ -72,7 +72,7 @@ def pretrain_encoders(strategy, build: Callable[[], keras.Model], optimizer: Cal
     ``keep_best(model)`` returns the function that saves the model's encoders; it runs after each epoch
     whose held-out caption → image top-1 is the best so far. ``callbacks(model)`` adds a chapter's own
     (after the schedule and the keep-best rule). ``jit_compile`` compiles the train and test steps with XLA
-    (the run's ``jit_compile`` setting, as for the GAN). Returns ``(model, history, KeepBest or None)``.
+    (the run's ``pretrain_jit_compile`` setting). Returns ``(model, history, KeepBest or None)``.
     """
     if strategy.num_replicas_in_sync > 1:
         logging.warning("Pretraining on %d replicas: the matching loss compares the captions and images within each "

@@ -55,7 +55,7 @@ VARIANTS = {
 
 PROFILES["course"] = dict(
     PROFILES["paper"],
-    **_damsm("course"),                 # DAMSM on a small CNN at 32 px, 10 × 100 steps (≈ 3 min on 2 cores)
+    **_damsm("course"),                 # DAMSM on a small CNN at 32 px, 10 × 100 steps (1.5–7 min on 2 cores)
     image_size=32, batch_size=32, epochs=13, steps_per_epoch=200,
     generator_width=16, discriminator_width=16,
     # Four times the official rates (same 1 : 4 ratio). At 1e-4 / 4e-4 the samples were still all background

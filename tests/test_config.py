@@ -240,3 +240,57 @@ def test_xla_stays_off_for_several_replicas_on_cpus_and_says_so(caplog):
     assert config["pretrain_jit_compile"] is False and "pretrain_jit_compile" in caplog.text
     with pytest.raises(UserError, match="drop --set=pretrain_jit_compile=true"):
         _check_jit_compile(Config(pretrain_jit_compile=True, user_set=frozenset({"pretrain_jit_compile"})), two)
+
+
+@pytest.mark.parametrize("chapter", [1, 3, 5])
+def test_each_chapters_encoder_pretraining_is_compiled_as_pretrain_jit_compile_says(tmp_path, monkeypatch, chapter):
+    """Chapters 1 (char-CNN-RNN), 3 (DAMSM) and 5 (VLM) hand ``pretrain_jit_compile`` to ``pretrain_encoders``,
+    not the GAN's ``jit_compile``: each is called with the two set opposite ways, up to the pretraining itself."""
+    import types
+
+    import numpy as np
+    import tensorflow as tf
+
+    import t2igan.training.pretrain
+    from chapters.ch1_gan_int_cls import char_cnn_rnn
+    from chapters.ch1_gan_int_cls.profiles import PROFILES as CHAPTER_1
+    from chapters.ch3_attngan import damsm
+    from chapters.ch3_attngan.profiles import PROFILES as CHAPTER_3
+    from chapters.ch5_vlmgan import vlm
+    from chapters.ch5_vlmgan.profiles import PROFILES as CHAPTER_5
+    from t2igan.data import loaders
+
+    class Reached(Exception):
+        pass
+
+    for pretrain_compiled in (True, False):
+        seen = {}
+
+        def pretrain_encoders(*args, jit_compile=False, **kwargs):
+            seen["jit_compile"] = jit_compile
+            raise Reached
+
+        for module in (char_cnn_rnn, damsm, t2igan.training.pretrain):
+            monkeypatch.setattr(module, "pretrain_encoders", pretrain_encoders)
+        settings = [f"pretrain_jit_compile={str(pretrain_compiled).lower()}",
+                    f"jit_compile={str(not pretrain_compiled).lower()}"]
+        profiles = {1: CHAPTER_1, 3: CHAPTER_3, 5: CHAPTER_5["dfgan"]}[chapter]
+        config = resolve_config(profiles, "smoke", "shapes", settings, None)
+        config["seed"] = 0  # the command line sets it
+        index = loaders.load_dataset("shapes", data_root=str(tmp_path / "data"), image_size=16, num_train=16, num_test=8,
+                                     seed=3)
+
+        def images(split, size=config["image_size"]):
+            return np.zeros((len(index.split(split)), size, size, 3), np.uint8)
+
+        strategy = tf.distribute.get_strategy()
+        with pytest.raises(Reached):
+            if chapter == 1:
+                char_cnn_rnn.pretrain(strategy, str(tmp_path / "enc"), str(tmp_path / "logs"), config, index, images)
+            elif chapter == 3:
+                damsm.pretrain(strategy, str(tmp_path / "enc"), str(tmp_path / "logs"), config, index, images)
+            else:
+                run = types.SimpleNamespace(path=str(tmp_path / "run"), logs=str(tmp_path / "logs"))
+                vocabulary = damsm.vocabulary(str(tmp_path / "enc"), index)
+                vlm.pretrain_vlm(strategy, run, config, index, None, vocabulary, str(tmp_path / "data"))
+        assert seen["jit_compile"] is pretrain_compiled

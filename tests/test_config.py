@@ -151,7 +151,7 @@ def test_xla_is_on_where_a_course_run_was_measured_with_it():
                    for profile in ("smoke", "paper"))
     assert not compiled(CHAPTER_1, "course") and not compiled(CHAPTER_3, "course")
     # The text encoders' pretraining is compiled nowhere: with XLA its step measured as fast (AVX2 CPU) or
-    # 1.7–2.5× slower (AVX-512 CPU).
+    # 1.6–2.1× slower (AVX-512 CPU).
     assert not any(resolve_config(profiles, profile, "shapes", [], None)["pretrain_jit_compile"]
                    for profiles in (CHAPTER_1, CHAPTER_3, CHAPTER_4, CHAPTER_5["dfgan"], CHAPTER_5["attngan"])
                    for profile in ("smoke", "course", "paper"))

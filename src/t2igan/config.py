@@ -20,7 +20,7 @@ PROFILE_NAMES = ("smoke", "course", "paper")
 # (t2igan.training.callbacks.PeriodicMetrics), whether the GAN's training step is compiled with XLA
 # (README: Speed on a CPU with XLA; --jit_compile / --nojit_compile override it; on where a whole course run
 # was measured with it: chapter 4's profiles), whether the text encoders' pretraining is (off everywhere: its
-# bi-LSTM step measured as fast with XLA on an AVX2-only CPU and 1.7–2.5× slower on an AVX-512 one) and the
+# bi-LSTM step measured as fast with XLA on an AVX2-only CPU and 1.6–2.1× slower on an AVX-512 one) and the
 # Inception weights for FID/IS on real data sets.
 SHARED_SETTINGS = {
     # smoke: tests turn the metrics on where they check them.

@@ -263,6 +263,9 @@ def test_each_chapters_encoder_pretraining_is_compiled_as_pretrain_jit_compile_s
     class Reached(Exception):
         pass
 
+    index = loaders.load_dataset("shapes", data_root=str(tmp_path / "data"), image_size=16, num_train=16, num_test=8,
+                                 seed=3)
+    strategy = tf.distribute.get_strategy()
     for pretrain_compiled in (True, False):
         seen = {}
 
@@ -277,13 +280,10 @@ def test_each_chapters_encoder_pretraining_is_compiled_as_pretrain_jit_compile_s
         profiles = {1: CHAPTER_1, 3: CHAPTER_3, 5: CHAPTER_5["dfgan"]}[chapter]
         config = resolve_config(profiles, "smoke", "shapes", settings, None)
         config["seed"] = 0  # the command line sets it
-        index = loaders.load_dataset("shapes", data_root=str(tmp_path / "data"), image_size=16, num_train=16, num_test=8,
-                                     seed=3)
 
         def images(split, size=config["image_size"]):
             return np.zeros((len(index.split(split)), size, size, 3), np.uint8)
 
-        strategy = tf.distribute.get_strategy()
         with pytest.raises(Reached):
             if chapter == 1:
                 char_cnn_rnn.pretrain(strategy, str(tmp_path / "enc"), str(tmp_path / "logs"), config, index, images)

@@ -100,20 +100,26 @@ def test_eval_reports_oracle_accuracy_with_its_protocol(smoke_run, workspace):
     evaluation = json.loads((smoke_run / "metrics.json").read_text())["eval"]
     assert evaluation["protocol"]["generated_images"] == 160  # 16 test images × 10 captions
     assert 0.0 <= evaluation["results"]["oracle_accuracy/colour"] <= 1.0
+    assert "Commonest mistakes" in result.stdout
+    for head in ("shape", "colour", "size", "position"):  # every stated attribute is one count of its confusion matrix
+        matrix = np.asarray(evaluation["confusion"][head]["stated_by_drawn"])
+        assert matrix.sum() == evaluation["protocol"]["counts"][head]
+        assert np.trace(matrix) / matrix.sum() == pytest.approx(evaluation["results"][f"oracle_accuracy/{head}"])
 
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset=imagenet"], "Unknown data set"),
     (["--profile=huge"], "profile"),
     (["--n=abc"], "n"),
+    (["--no_such_flag=1"], "unknown command line flag 'no_such_flag'"),
     (["--set", "batch_size=big"], "expected a int"),
     (["--set", "no_such_thing=1"], "no such setting"),
 ])
 def test_bad_options_get_clear_errors(workspace, args, message):
     result = run_chapter(CHAPTER, "train", "--profile=smoke", f"--run_dir={workspace / 'bad'}",
                          f"--data_root={workspace / 'data'}", *args)
-    assert result.returncode != 0 and message.lower() in result.stderr.lower()
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2 and message.lower() in result.stderr.lower()
+    assert "Traceback" not in result.stderr and "FATAL" not in result.stderr
 
 
 def test_a_benchmark_refuses_a_trained_run_folder(smoke_run, workspace):

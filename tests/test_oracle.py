@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from t2igan import oracle
+from t2igan import oracle, scoring
 from t2igan.data import shapes
 
 
@@ -87,6 +87,21 @@ def test_score_matches_hand_computation(monkeypatch):
     assert score["size"] == pytest.approx(1.0) and score["position"] == pytest.approx(0.0)
     assert score["all"] == pytest.approx(1 / 4)
     assert score["counts"] == {"shape": 4, "colour": 4, "size": 2, "position": 1, "all": 4}
+    colours, shapes_ = heads["colour"], heads["shape"]
+    expected_colour = np.zeros((len(colours), len(colours)), int)
+    expected_colour[colours.index("red"), colours.index("red")] = 1
+    expected_colour[colours.index("red"), colours.index("blue")] = 1  # the second caption's red drawn blue
+    expected_colour[colours.index("green"), colours.index("green")] = 1
+    expected_colour[colours.index("white"), colours.index("white")] = 1
+    np.testing.assert_array_equal(score["confusion"]["colour"], expected_colour)
+    assert np.sum(score["confusion"]["shape"]) == 4
+    assert score["confusion"]["shape"][shapes_.index("diamond")][shapes_.index("triangle")] == 1
+    assert np.asarray(score["confusion"]["position"]).sum() == 1
+    mistakes = scoring.commonest_mistakes({head: {"values": list(heads[head]), "stated_by_drawn": matrix}
+                                            for head, matrix in score["confusion"].items()})
+    assert mistakes["colour"] == [("red", "blue", 0.5, 2)]
+    assert mistakes["shape"] == [("diamond", "triangle", 1.0, 1)] and mistakes["size"] == []
+    assert mistakes["position"] == [("right", "left", 1.0, 1)]
     with pytest.raises(ValueError, match="Unknown value"):
         untrained.score(np.zeros((1, 32, 32, 3), np.float32), [{"shape": "hexagon", "colour": "red"}])
 

@@ -114,7 +114,16 @@ def run_commands(commands: dict[str, Callable[[types.SimpleNamespace], None]], u
             sys.exit(2)
         logging.info("%s finished in %.1f s.", argv[1], time.time() - started)
 
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, but a bad flag is a user error like any other: one sentence, exit code 2 (absl: 1)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {error}. (--helpshort lists this command's flags.)", file=sys.stderr)
+        sys.exit(2)
 
 
 def _exit_code(error: Exception) -> int:

@@ -170,8 +170,10 @@ class Oracle:
     def score(self, images, caption_attributes: Sequence[dict[str, Any]], batch_size: int = 256) -> dict[str, Any]:
         """Per head: accuracy over the images whose caption states it; "all": every stated one right.
 
-        Returns ``{head: accuracy, ..., "all": accuracy, "counts": {head: n, ..., "all": n}}``;
-        heads no caption states get a count of 0 and no accuracy.
+        Returns ``{head: accuracy, ..., "all": accuracy, "counts": {head: n, ..., "all": n},
+        "confusion": {head: matrix}}``; ``matrix[i][j]``: how many images whose caption states value i of
+        :attr:`heads` ``[head]`` the oracle reads as value j (rows: stated, columns: drawn). Heads no caption
+        states get a count of 0, no accuracy and no matrix.
         """
         if len(caption_attributes) != len(images):
             raise ValueError(f"Got {len(images)} images but {len(caption_attributes)} attribute dicts.")
@@ -180,6 +182,7 @@ class Oracle:
         everything_right = np.ones(len(stated), dtype=bool)
         result: dict[str, Any] = {}
         counts: dict[str, int] = {}
+        confusion: dict[str, list[list[int]]] = {}
         for head, values in self.heads.items():
             rows = [i for i, attributes in enumerate(stated) if head in attributes]
             counts[head] = len(rows)
@@ -190,11 +193,15 @@ class Oracle:
                 raise ValueError(f"Unknown value(s) {sorted(unknown)} for {head!r}; expected one of {values}.")
             targets = np.array([values.index(stated[i][head]) for i in rows])
             hits = predictions[head][rows] == targets
+            matrix = np.zeros((len(values), len(values)), np.int64)
+            np.add.at(matrix, (targets, predictions[head][rows]), 1)
+            confusion[head] = matrix.tolist()
             everything_right[rows] &= hits
             result[head] = float(hits.mean())
         result["all"] = float(everything_right.mean()) if len(stated) else float("nan")
         counts["all"] = len(stated)
         result["counts"] = counts
+        result["confusion"] = confusion
         return result
 
 

@@ -83,6 +83,7 @@ class Scorer:
         else:
             self.kind = None
         self._ready = False
+        self.confusion: dict = {}  # the oracle's per-attribute confusion of the last score(); {} for other data sets
 
     def _prepare(self):
         if self._ready:
@@ -159,7 +160,9 @@ class Scorer:
 
             attributes = [self.index.test[i].caption_attributes[c] for i, c in plan]
             score = self.oracle.score(images, attributes)
-            results = {f"oracle_accuracy/{k}": v for k, v in score.items() if k != "counts"}
+            results = {f"oracle_accuracy/{k}": v for k, v in score.items() if k not in ("counts", "confusion")}
+            self.confusion = {head: {"values": list(self.oracle.heads[head]), "stated_by_drawn": matrix}
+                              for head, matrix in score["confusion"].items()}
             real, fake = statistics(self.real_features), statistics(self.oracle.features(images))
             results["oracle_fid"] = frechet_distance(*real, *fake)
             protocol["counts"] = score["counts"]
@@ -221,9 +224,13 @@ def evaluate_run(run, config, index, generate: Callable, noise_dim: int, eval_sa
         protocol.update(more_protocol)
     protocol["software"] = software()
     summary = {"protocol": protocol, "results": results, "seconds": round(time.time() - started, 1)}
+    if scorer.confusion:
+        summary["confusion"] = scorer.confusion
     run.update_metrics("eval", summary)
     _log_to_tensorboard(run, results, latest)
     print_card(protocol, results)
+    if scorer.confusion:
+        print_mistakes(scorer.confusion)
     return summary
 
 
@@ -251,6 +258,29 @@ def _log_to_tensorboard(run, results, checkpoint):
         for key, value in results.items():
             tf.summary.scalar(f"eval/{key}", float(value))
     writer.flush()
+
+
+def commonest_mistakes(confusion: dict, top: int = 3, floor: float = 0.05) -> dict[str, list[tuple[str, str, float, int]]]:
+    """Per attribute, the ``top`` (stated, drawn) value pairs the oracle reads most often instead of the stated
+    value, as (stated, drawn, share of the images whose caption states it, that number of images); only shares
+    of at least ``floor``."""
+    mistakes = {}
+    for head, entry in confusion.items():
+        values, matrix = entry["values"], np.asarray(entry["stated_by_drawn"], np.float64)
+        stated_totals = matrix.sum(axis=1)
+        cells = [(values[i], values[j], matrix[i, j] / stated_totals[i], int(stated_totals[i]))
+                 for i in range(len(values)) for j in range(len(values))
+                 if i != j and stated_totals[i] and matrix[i, j] / stated_totals[i] >= floor]
+        mistakes[head] = sorted(cells, key=lambda cell: -cell[2])[:top]
+    return mistakes
+
+
+def print_mistakes(confusion: dict) -> None:
+    """The commonest mistakes per attribute, below the results (metrics.json keeps every count under eval.confusion)."""
+    print("Commonest mistakes (stated → drawn: share of the images whose caption states it; eval.confusion in metrics.json)")
+    for head, cells in commonest_mistakes(confusion).items():
+        text = ", ".join(f"{stated} → {drawn} {share:.0%} of {total}" for stated, drawn, share, total in cells)
+        print(f"  {head:<26} {text or 'none above 5 %'}")
 
 
 def print_card(protocol, results):

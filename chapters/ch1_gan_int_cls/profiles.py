@@ -43,6 +43,9 @@ PROFILES["course"] = dict(
     # No decay (1000 passes over the data; the decay counts passes, 156 steps here, not these 110-step epochs).
     image_size=32, batch_size=64, epochs=30, steps_per_epoch=110, learning_rate_decay_every_epochs=1000,
     generator_width=16, discriminator_width=16, log_every_steps=20,
+    # Samples and evaluation from an EMA of G over ≈ 100 steps (Reed samples the live G; the training is his):
+    # two seeds, colour 0.59 / 0.84 → 0.71 / 0.87, oracle FID 537 / 605 → 233 / 184, the same time (README §5).
+    ema_decay=0.99,
 )
 
 PROFILES["smoke"] = dict(

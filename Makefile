@@ -234,7 +234,7 @@ eval: install
 # fixtures (a smoke run shared by several tests) are built once. At least 3 workers: the tests
 # spend much of their time in single-threaded start-up and tracing, so 3 keep 2 cores busy.
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(max(3, os.cpu_count() or 1))")
-# `make test`: every test but the `slow` ones, the everyday suite (9 min 44 s from a fresh clone on a 2-core AVX2-only CPU, 8 min 26 s of it tests; 6 min 32 s and 7 min 46 s on a faster AVX-512 one). `make test-slow`: the
+# `make test`: every test but the `slow` ones, the everyday suite (9 min 44 s from a fresh clone on a 2-core AVX2-only CPU, 8 min 26 s of it tests; 6 min 32 s to 7 min 46 s, three runs, on a faster AVX-512 one). `make test-slow`: the
 # long end-to-end runs (real birds data on 2 replicas, multi-worker clusters, killed and NaN runs, the
 # variants beside each chapter's default, the benchmark commands). `make test-all` (CI, .ci/run): both in one session.
 PYTEST = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15
